@@ -1,0 +1,92 @@
+//! The command line: `replay`, `check-config` and `serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::replay::{self, ReplayOptions};
+use crate::report::{self, Report, Source};
+
+/// Exit code for bad usage, unreadable input or a bad config (EX_USAGE is 64; the
+/// documented contract of this tool is 2, like clap's own usage errors).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `replay --gate` when Celery is not ready.
+pub const EXIT_NOT_READY: u8 = 1;
+
+/// shadowdiff compares a legacy evaluation queue with Celery, live or from recordings.
+#[derive(Debug, Parser)]
+#[command(name = "shadowdiff", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compare recorded evaluations (JSON Lines fixtures) and report.
+    Replay {
+        /// Fixture files; `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Config file (defaults apply without one).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the HTML report here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Exit 1 when the readiness gate does not pass.
+        #[arg(long)]
+        gate: bool,
+        /// Stop at the first malformed line (exit 2).
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Validate a config file and print every problem.
+    CheckConfig {
+        /// The config file.
+        path: PathBuf,
+    },
+}
+
+/// Loads the config, or the defaults when no path is given.
+pub fn load_config(path: Option<&PathBuf>) -> Result<Config, crate::config::ConfigError> {
+    match path {
+        Some(path) => Config::load(path),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs a parsed command line; errors are the caller's to print (exit 2).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay { files, config, json, html, gate, strict } => {
+            let engine = Engine::new(load_config(config.as_ref())?);
+            let stats = replay::replay_files(&engine, &files, ReplayOptions { strict, progress: true })?;
+            let source = Source { mode: "replay", files: files.iter().map(|f| f.display().to_string()).collect() };
+            let report = Report::build(&engine, &stats, source);
+            if let Some(path) = json {
+                std::fs::write(&path, report.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(path) = html {
+                std::fs::write(&path, report::html::render(&report))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            print!("{}", report::text::render(&report));
+            Ok(if gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
+        }
+        Command::CheckConfig { path } => {
+            Config::load(&path)?;
+            println!("{}: ok", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

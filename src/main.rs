@@ -1,0 +1,20 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = shadowdiff::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHADOWDIFF_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match shadowdiff::cli::run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("shadowdiff: {error:#}");
+            ExitCode::from(shadowdiff::cli::EXIT_USAGE)
+        }
+    }
+}

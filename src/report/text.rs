@@ -1,0 +1,54 @@
+//! The short terminal summary printed at the end of a replay.
+
+use std::fmt::Write;
+
+use super::Report;
+use crate::histogram::Percentiles;
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
+}
+
+fn p99(p: &Percentiles) -> String {
+    ms(p.p99)
+}
+
+/// Renders the summary: verdict counters, p99 latencies, top groups, readiness.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let t = &report.totals;
+    let v = &t.verdicts;
+    let _ = writeln!(out, "shadowdiff: {} evaluations, {} malformed lines", v.evaluations, t.malformed);
+    let _ = writeln!(
+        out,
+        "  match {} | equivalent {} | mismatch {} | shadow_error {} | shadow_lost {} | legacy_failed {}",
+        v.matched, v.equivalent, v.mismatch, v.shadow_error, v.shadow_lost, v.legacy_failed
+    );
+    let l = &report.latency;
+    let _ = writeln!(
+        out,
+        "  p99 ms: legacy submit {} outcome {} | shadow submit {} outcome {} | delta outcome p50 {} p99 {}",
+        p99(&l.legacy.submit_ms),
+        p99(&l.legacy.outcome_ms),
+        p99(&l.shadow.submit_ms),
+        p99(&l.shadow.outcome_ms),
+        ms(l.delta.outcome_ms.p50),
+        p99(&l.delta.outcome_ms),
+    );
+    if !report.groups.is_empty() {
+        let _ = writeln!(out, "  mismatch groups: {}", report.groups.len());
+        for group in report.groups.iter().take(5) {
+            let _ = writeln!(out, "    {:>6}  {:<10} {}", group.count, group.language, group.paths.join(", "));
+        }
+    }
+    for line in report.malformed.iter().take(5) {
+        let _ = writeln!(out, "  malformed {}:{}: {}", line.file, line.line, line.reason);
+    }
+    let verdict = if report.readiness.ready { "READY" } else { "NOT READY" };
+    let _ = writeln!(out, "readiness: {verdict}");
+    for check in &report.readiness.checks {
+        let mark = if check.pass { "pass" } else { "FAIL" };
+        let _ = writeln!(out, "  [{mark}] {} (limit {}): {}", check.name, check.limit, check.detail);
+    }
+    out
+}
