@@ -33,8 +33,12 @@ pub struct Evaluation {
 }
 
 /// The fate of an evaluation on one system.
+///
+/// In the format it is one object tagged by `state`; it is read through [`RawSide`]
+/// (a flat struct) because serde's internally tagged enums buffer the whole outcome
+/// before decoding it, which costs more than the rest of a replay together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "state", rename_all = "lowercase", try_from = "RawSide")]
 pub enum Side {
     /// A final outcome arrived.
     Ok {
@@ -48,7 +52,6 @@ pub enum Side {
     /// The system failed the evaluation itself (HTTP error, Celery FAILURE, ...).
     Error {
         /// How long the submission took, when it was accepted at all.
-        #[serde(default)]
         submit_ms: Option<f64>,
         /// What the system said, e.g. `{"exc_type": .., "exc_message": ..}`.
         error: Value,
@@ -56,11 +59,73 @@ pub enum Side {
     /// No outcome arrived before the deadline.
     Lost {
         /// How long the submission took, when it was accepted at all.
-        #[serde(default)]
         submit_ms: Option<f64>,
         /// How long shadowdiff waited before giving up, in milliseconds.
         waited_ms: f64,
     },
+}
+
+/// A side as written: every field optional, checked against `state` afterwards.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSide {
+    state: State,
+    #[serde(default)]
+    submit_ms: Option<f64>,
+    #[serde(default)]
+    outcome_ms: Option<f64>,
+    #[serde(default, deserialize_with = "present")]
+    outcome: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+    #[serde(default)]
+    waited_ms: Option<f64>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    Ok,
+    Error,
+    Lost,
+}
+
+/// A key that is present holds a value, even `null` (which `Option` alone would lose).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+impl TryFrom<RawSide> for Side {
+    type Error = String;
+
+    fn try_from(raw: RawSide) -> Result<Side, String> {
+        let (state, allowed): (&str, &[&str]) = match raw.state {
+            State::Ok => ("ok", &["submit_ms", "outcome_ms", "outcome"]),
+            State::Error => ("error", &["submit_ms", "error"]),
+            State::Lost => ("lost", &["submit_ms", "waited_ms"]),
+        };
+        let given = [
+            ("outcome_ms", raw.outcome_ms.is_some()),
+            ("outcome", raw.outcome.is_some()),
+            ("error", raw.error.is_some()),
+            ("waited_ms", raw.waited_ms.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(field, given)| *given && !allowed.contains(field)) {
+            return Err(format!("field `{field}` does not belong to state \"{state}\""));
+        }
+        let required = |field: &str| format!("state \"{state}\" requires field `{field}`");
+        Ok(match raw.state {
+            State::Ok => Side::Ok {
+                submit_ms: raw.submit_ms.ok_or_else(|| required("submit_ms"))?,
+                outcome_ms: raw.outcome_ms.ok_or_else(|| required("outcome_ms"))?,
+                outcome: raw.outcome.ok_or_else(|| required("outcome"))?,
+            },
+            State::Error => Side::Error { submit_ms: raw.submit_ms, error: raw.error.ok_or_else(|| required("error"))? },
+            State::Lost => {
+                Side::Lost { submit_ms: raw.submit_ms, waited_ms: raw.waited_ms.ok_or_else(|| required("waited_ms"))? }
+            }
+        })
+    }
 }
 
 impl Side {
@@ -260,6 +325,10 @@ mod tests {
         assert!(reason(&GOOD.replace("\"v\":1,", "\"v\":1,\"x\":2,")).starts_with("unknown field `x`"));
         let side = GOOD.replace("\"waited_ms\":30000", "\"waited_ms\":30000,\"y\":1");
         assert!(reason(&side).starts_with("unknown field `y`"), "{}", reason(&side));
+        let misplaced = GOOD.replace("\"waited_ms\":30000", "\"waited_ms\":30000,\"error\":null");
+        assert!(reason(&misplaced).starts_with("field `error` does not belong to state \"lost\""), "{}", reason(&misplaced));
+        let incomplete = GOOD.replace(",\"waited_ms\":30000", "");
+        assert!(reason(&incomplete).starts_with("state \"lost\" requires field `waited_ms`"), "{}", reason(&incomplete));
     }
 
     #[test]
@@ -268,6 +337,8 @@ mod tests {
         assert_eq!(reason(&GOOD.replace("41.2", "-1")), "legacy.submit_ms must be a finite number >= 0, got -1");
         assert_eq!(reason(&GOOD.replace("\"v\":1", "\"v\":2")), "unsupported format version v=2 (this build reads v=1)");
         assert!(reason(&GOOD.replace("\"state\":\"lost\"", "\"state\":\"gone\"")).starts_with("unknown variant `gone`"));
+        let null_error = GOOD.replace("\"state\":\"lost\",\"submit_ms\":null,\"waited_ms\":30000", "\"state\":\"error\",\"error\":null");
+        assert_eq!(parse_line(null_error.as_bytes()).expect("null error is an error").shadow, Side::Error { submit_ms: None, error: Value::Null });
         assert_eq!(reason(&GOOD.replace("\"e-1\"", "\"\"")), "eval_id must not be empty");
     }
 

@@ -4,6 +4,7 @@
 //! The pure core (no sockets) is [`fixture`] → [`verdict`]/[`compare`] → [`stats`] →
 //! [`report`], driven by [`engine::Engine`]; [`replay`] feeds it recorded fixtures.
 
+pub mod celery;
 pub mod cli;
 pub mod compare;
 pub mod config;

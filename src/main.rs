@@ -2,6 +2,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Replay and the proxy allocate many small JSON trees; mimalloc handles that pattern
+/// markedly faster than the system allocator (see the README's figures).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = shadowdiff::cli::Cli::parse();
     tracing_subscriber::fmt()

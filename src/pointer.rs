@@ -99,25 +99,36 @@ impl fmt::Display for Pattern {
 }
 
 /// A set of patterns, asked "does any of you match this location?".
+///
+/// The diff asks at every node of every outcome, so patterns are kept by length: a
+/// location is only compared with the patterns that have as many segments as it has.
 #[derive(Debug, Clone, Default)]
 pub struct PatternSet {
-    patterns: Vec<Pattern>,
+    by_length: Vec<Vec<Pattern>>,
 }
 
 impl PatternSet {
     /// Builds a set from already parsed patterns.
     pub fn new(patterns: Vec<Pattern>) -> PatternSet {
-        PatternSet { patterns }
+        let mut by_length: Vec<Vec<Pattern>> = Vec::new();
+        for pattern in patterns {
+            let length = pattern.tokens.len();
+            if by_length.len() <= length {
+                by_length.resize_with(length + 1, Vec::new);
+            }
+            by_length[length].push(pattern);
+        }
+        PatternSet { by_length }
     }
 
     /// True when any pattern matches the location.
     pub fn matches(&self, path: &[Segment<'_>]) -> bool {
-        self.patterns.iter().any(|p| p.matches(path))
+        self.by_length.get(path.len()).is_some_and(|patterns| patterns.iter().any(|p| p.matches(path)))
     }
 
     /// True when the set is empty.
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.by_length.iter().all(Vec::is_empty)
     }
 }
 

@@ -1,0 +1,275 @@
+//! `shadowdiff replay` and `check-config` end to end, through the built binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/evaluations.jsonl");
+
+fn shadowdiff(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shadowdiff")).args(args).output().expect("run shadowdiff")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A scratch directory with helpers to write inputs into it.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+}
+
+fn str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+fn replay_json(args: &[&str]) -> (Output, Value) {
+    let scratch = Scratch::new();
+    let json_path = scratch.path("report.json");
+    let mut all = vec!["replay"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--json", str(&json_path)]);
+    let output = shadowdiff(&all);
+    let text = std::fs::read_to_string(&json_path).unwrap_or_else(|e| panic!("no report: {e}\n{}", stderr(&output)));
+    (output, serde_json::from_str(&text).expect("report is JSON"))
+}
+
+/// One fixture line with the given sides.
+fn line(eval_id: &str, legacy: Value, shadow: Value) -> String {
+    json!({"v": 1, "eval_id": eval_id, "language": "python", "legacy": legacy, "shadow": shadow}).to_string()
+}
+
+fn ok(outcome: Value) -> Value {
+    json!({"state": "ok", "submit_ms": 2.0, "outcome_ms": 10.0, "outcome": outcome})
+}
+
+#[test]
+fn shipped_fixtures_give_the_known_totals() {
+    let (output, report) = replay_json(&[FIXTURES]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        report["totals"],
+        json!({
+            "evaluations": 2190, "match": 1900, "equivalent": 40, "mismatch": 190,
+            "shadow_error": 30, "shadow_lost": 10, "legacy_failed": 20, "malformed": 0
+        })
+    );
+    assert_eq!(report["equivalent_by_rule"], json!({"timeout": 40}));
+    let mut groups: Vec<(String, String, u64)> = report["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let paths: Vec<&str> = g["paths"].as_array().expect("paths").iter().map(|p| p.as_str().expect("str")).collect();
+            (g["language"].as_str().expect("lang").to_string(), paths.join(","), g["count"].as_u64().expect("count"))
+        })
+        .collect();
+    groups.sort();
+    let by_paths = |paths: &str| groups.iter().filter(|g| g.1 == paths).map(|g| g.2).sum::<u64>();
+    assert_eq!(by_paths("/stdout"), 120);
+    assert_eq!(groups.iter().filter(|g| g.1 == "/stdout").count(), 2, "python and bash only: {groups:?}");
+    assert_eq!(by_paths("/exit_code,/status,/stderr"), 50);
+    assert_eq!(by_paths("/tests/*/status"), 20);
+    let python = &report["by_language"]["python"]["totals"];
+    let languages: u64 =
+        report["by_language"].as_object().expect("langs").values().map(|l| l["totals"]["evaluations"].as_u64().expect("n")).sum();
+    assert_eq!(languages, 2190);
+    assert!(python["mismatch"].as_u64().expect("n") >= 60);
+    assert_eq!(report["latency"]["legacy"]["outcome_ms"]["count"], 2170);
+    assert_eq!(report["latency"]["shadow"]["outcome_ms"]["count"], 2110);
+    assert_eq!(report["latency"]["delta"]["outcome_ms"]["count"], 2090);
+    assert_eq!(report["readiness"]["ready"], false);
+    let failing: Vec<&str> = report["readiness"]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["pass"] == false)
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(failing, ["max_mismatch_rate", "max_error_rate", "max_lost"]);
+    assert!(stdout(&output).contains("match 1900 | equivalent 40 | mismatch 190"), "{}", stdout(&output));
+}
+
+#[test]
+fn examples_are_redacted_and_show_line_diffs() {
+    let (_, report) = replay_json(&[FIXTURES]);
+    let group = report["groups"].as_array().expect("groups").iter().find(|g| g["paths"] == json!(["/stdout"])).expect("group");
+    assert_eq!(group["examples"].as_array().expect("examples").len(), 3);
+    let example = &group["examples"][0];
+    assert_eq!(example["request"]["code"]["redacted"], true);
+    assert!(!example.to_string().contains("print("), "code leaked: {example}");
+    let diff = example["differences"][0]["diff"].as_str().expect("text diff");
+    assert!(diff.contains("+shadow-diverged"), "{diff}");
+}
+
+#[test]
+fn every_forgiven_difference_matches() {
+    let base = json!({"status": "completed", "stdout": "a\nb\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4});
+    let forgiven = [
+        json!({"status": "completed", "stdout": "a\r\nb\r\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4}),
+        json!({"status": "completed", "stdout": "a  \nb\t\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4}),
+        json!({"status": "completed", "stdout": "a\nb", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4}),
+        json!({"status": "completed", "stdout": "a\nb\n", "score": 0.1 + 1e-12, "warnings": ["x", "y"], "duration_ms": 4}),
+        json!({"status": "completed", "stdout": "a\nb\n", "score": 0.1, "warnings": ["y", "x"], "duration_ms": 4}),
+        json!({"status": "completed", "stdout": "a\nb\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 999}),
+        json!({"duration_ms": 4, "warnings": ["x", "y"], "score": 0.1, "stdout": "a\nb\n", "status": "completed"}),
+    ];
+    let lines: Vec<String> = forgiven.iter().enumerate().map(|(i, s)| line(&format!("f{i}"), ok(base.clone()), ok(s.clone()))).collect();
+    let scratch = Scratch::new();
+    let file = scratch.file("forgiven.jsonl", lines.join("\n") + "\n");
+    let (_, report) = replay_json(&[str(&file)]);
+    assert_eq!(report["totals"]["match"], 7, "{}", report["groups"]);
+    assert_eq!(report["totals"]["mismatch"], 0);
+}
+
+#[test]
+fn malformed_lines_are_counted_with_line_and_reason() {
+    let good = line("g", ok(json!({"a": 1})), ok(json!({"a": 1})));
+    let mut input = Vec::new();
+    input.extend_from_slice(format!("{good}\n").as_bytes());
+    input.extend_from_slice(&good.as_bytes()[..40]); // truncated line
+    input.push(b'\n');
+    input.extend_from_slice(format!("{}\n", good.replace("\"v\":1", "\"v\":\"1\"")).as_bytes()); // wrong type
+    input.extend_from_slice(format!("{}\n", good.replace("\"v\":1", "\"v\":1,\"extra\":true")).as_bytes()); // unknown key
+    input.extend_from_slice(b"{\"v\":1,\"eval_id\":\"\xff\"}\n"); // invalid UTF-8
+    input.extend_from_slice(format!("{good}").as_bytes()); // last line without newline is fine
+    let scratch = Scratch::new();
+    let file = scratch.file("bad.jsonl", &input);
+    let (output, report) = replay_json(&[str(&file)]);
+    assert!(output.status.success());
+    assert_eq!(report["totals"]["evaluations"], 2);
+    assert_eq!(report["totals"]["malformed"], 4);
+    let malformed: Vec<(u64, String)> = report["malformed"]
+        .as_array()
+        .expect("malformed")
+        .iter()
+        .map(|m| (m["line"].as_u64().expect("line"), m["reason"].as_str().expect("reason").to_string()))
+        .collect();
+    assert_eq!(malformed[0], (2, "EOF while parsing a string (column 40)".to_string()));
+    assert_eq!(malformed[1].0, 3);
+    assert!(malformed[1].1.starts_with("invalid type: string \"1\", expected u32"), "{}", malformed[1].1);
+    assert_eq!(malformed[2].0, 4);
+    assert!(malformed[2].1.starts_with("unknown field `extra`"), "{}", malformed[2].1);
+    assert_eq!(malformed[3], (5, "invalid UTF-8 at byte 18".to_string()));
+    assert!(report["malformed"][0]["file"].as_str().expect("file").ends_with("bad.jsonl"));
+}
+
+#[test]
+fn strict_stops_at_the_first_malformed_line() {
+    let scratch = Scratch::new();
+    let file = scratch.file("bad.jsonl", "{\"v\":1}\n");
+    let output = shadowdiff(&["replay", "--strict", str(&file)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("bad.jsonl:1: missing field `eval_id`"), "{}", stderr(&output));
+}
+
+#[test]
+fn empty_file_and_stdin() {
+    let scratch = Scratch::new();
+    let empty = scratch.file("empty.jsonl", "");
+    let (output, report) = replay_json(&[str(&empty)]);
+    assert!(output.status.success());
+    assert_eq!(report["totals"]["evaluations"], 0);
+    assert_eq!(report["readiness"]["ready"], false);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["replay", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let good = line("s", ok(json!({"a": 1})), ok(json!({"a": 2})));
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), format!("{good}\n").as_bytes()).expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert!(stdout(&output).contains("shadowdiff: 1 evaluations"), "{}", stdout(&output));
+    assert!(stdout(&output).contains("mismatch 1"));
+}
+
+#[test]
+fn html_escapes_untrusted_output() {
+    let evil = "<script>alert('x')</script>\n";
+    let scratch = Scratch::new();
+    let file = scratch.file(
+        "evil.jsonl",
+        line("<b>id</b>", ok(json!({"stdout": "safe\n"})), ok(json!({"stdout": evil, "x<y": "</pre>"}))) + "\n",
+    );
+    let html_path = scratch.path("report.html");
+    let output = shadowdiff(&["replay", str(&file), "--html", str(&html_path)]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let html = std::fs::read_to_string(&html_path).expect("html");
+    assert!(!html.contains("<script"), "unescaped script tag");
+    assert!(!html.contains("<b>id"), "unescaped id");
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(html.contains("&lt;b&gt;id&lt;/b&gt;"));
+    assert!(html.contains("/x&lt;y"));
+    assert!(!html.contains("src=") && !html.contains("href="), "the page must be self-contained");
+    assert!(html.contains("<svg"), "latency chart");
+}
+
+#[test]
+fn gate_exit_code_follows_readiness() {
+    let scratch = Scratch::new();
+    let lines: Vec<String> = (0..20).map(|i| line(&format!("r{i}"), ok(json!({"a": 1})), ok(json!({"a": 1})))).collect();
+    let file = scratch.file("ok.jsonl", lines.join("\n"));
+    let lenient = scratch.file("gate.toml", "[gate]\nmin_samples = 20\nmax_mismatch_rate = 0.2\nmax_error_rate = 0.2\n");
+    let strict = scratch.file("strict.toml", "[gate]\nmin_samples = 20\n");
+    let ready = shadowdiff(&["replay", str(&file), "--config", str(&lenient), "--gate"]);
+    assert_eq!(ready.status.code(), Some(0), "{}", stdout(&ready));
+    assert!(stdout(&ready).contains("readiness: READY"));
+    let not_ready = shadowdiff(&["replay", str(&file), "--config", str(&strict), "--gate"]);
+    assert_eq!(not_ready.status.code(), Some(1), "20 clean samples cannot prove 0.1%");
+    let without_gate = shadowdiff(&["replay", str(&file), "--config", str(&strict)]);
+    assert_eq!(without_gate.status.code(), Some(0));
+}
+
+#[test]
+fn bad_config_and_files_exit_2_naming_the_place() {
+    let scratch = Scratch::new();
+    let config = scratch.file("bad.toml", "[compare]\nignore = [\"/a\"]\nfloat_abs = \"x\"\n");
+    let output = shadowdiff(&["replay", FIXTURES, "--config", str(&config)]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("bad.toml") && message.contains("line 3, column 13") && message.contains("float_abs"), "{message}");
+
+    let missing = shadowdiff(&["replay", "/nonexistent/evals.jsonl"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("cannot open /nonexistent/evals.jsonl"), "{}", stderr(&missing));
+
+    let usage = shadowdiff(&["replay"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn check_config_lists_every_problem() {
+    let scratch = Scratch::new();
+    let config = scratch.file("bad.toml", "[compare]\nignore = [\"x\"]\ntext = [\"/a~9\"]\n[gate]\nmax_error_rate = 7\n");
+    let output = shadowdiff(&["check-config", str(&config)]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = stderr(&output);
+    assert!(message.contains("has 3 problem(s)"), "{message}");
+    assert!(message.contains("compare.ignore[0]:"), "{message}");
+    assert!(message.contains("compare.text[0]:"), "{message}");
+    assert!(message.contains("gate.max_error_rate:"), "{message}");
+
+    let reference = shadowdiff(&["check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")]);
+    assert!(reference.status.success(), "{}", stderr(&reference));
+}
