@@ -44,7 +44,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    for (name, suffix) in [("stdout_1mib_equal", ""), ("stdout_1mib_crlf_forgiven", "\r\n"), ("stdout_1mib_mismatch", "extra\n")] {
+    for (name, suffix) in
+        [("stdout_1mib_equal", ""), ("stdout_1mib_crlf_forgiven", "\r\n"), ("stdout_1mib_mismatch", "extra\n")]
+    {
         let line = big_stdout_line(suffix);
         group.throughput(Throughput::Elements(1));
         group.bench_function(name, |b| {

@@ -295,8 +295,14 @@ mod tests {
     #[test]
     fn unordered_arrays_are_multisets() {
         assert!(kinds(json!({"warnings": ["a", "b", "a"]}), json!({"warnings": ["a", "a", "b"]})).is_empty());
-        assert_eq!(kinds(json!({"warnings": ["a", "b"]}), json!({"warnings": ["a", "a"]})), one("/warnings", DiffKind::Value));
-        assert_eq!(kinds(json!({"warnings": ["a"]}), json!({"warnings": ["a", "a"]})), one("/warnings", DiffKind::Length));
+        assert_eq!(
+            kinds(json!({"warnings": ["a", "b"]}), json!({"warnings": ["a", "a"]})),
+            one("/warnings", DiffKind::Value)
+        );
+        assert_eq!(
+            kinds(json!({"warnings": ["a"]}), json!({"warnings": ["a", "a"]})),
+            one("/warnings", DiffKind::Length)
+        );
     }
 
     #[test]

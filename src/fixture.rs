@@ -34,8 +34,8 @@ pub struct Evaluation {
 
 /// The fate of an evaluation on one system.
 ///
-/// In the format it is one object tagged by `state`; it is read through [`RawSide`]
-/// (a flat struct) because serde's internally tagged enums buffer the whole outcome
+/// In the format it is one object tagged by `state`; it is read through a flat struct
+/// because serde's internally tagged enums buffer the whole outcome
 /// before decoding it, which costs more than the rest of a replay together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase", try_from = "RawSide")]
@@ -120,7 +120,9 @@ impl TryFrom<RawSide> for Side {
                 outcome_ms: raw.outcome_ms.ok_or_else(|| required("outcome_ms"))?,
                 outcome: raw.outcome.ok_or_else(|| required("outcome"))?,
             },
-            State::Error => Side::Error { submit_ms: raw.submit_ms, error: raw.error.ok_or_else(|| required("error"))? },
+            State::Error => {
+                Side::Error { submit_ms: raw.submit_ms, error: raw.error.ok_or_else(|| required("error"))? }
+            }
             State::Lost => {
                 Side::Lost { submit_ms: raw.submit_ms, waited_ms: raw.waited_ms.ok_or_else(|| required("waited_ms"))? }
             }
@@ -226,8 +228,7 @@ pub fn parse_line(line: &[u8]) -> Result<Evaluation, LineError> {
     if text.trim().is_empty() {
         return Err(LineError::Blank);
     }
-    let evaluation: Evaluation =
-        serde_json::from_str(text).map_err(|e| LineError::Json(json_reason(&e)))?;
+    let evaluation: Evaluation = serde_json::from_str(text).map_err(|e| LineError::Json(json_reason(&e)))?;
     evaluation.validate().map_err(LineError::Invalid)?;
     Ok(evaluation)
 }
@@ -326,19 +327,34 @@ mod tests {
         let side = GOOD.replace("\"waited_ms\":30000", "\"waited_ms\":30000,\"y\":1");
         assert!(reason(&side).starts_with("unknown field `y`"), "{}", reason(&side));
         let misplaced = GOOD.replace("\"waited_ms\":30000", "\"waited_ms\":30000,\"error\":null");
-        assert!(reason(&misplaced).starts_with("field `error` does not belong to state \"lost\""), "{}", reason(&misplaced));
+        assert!(
+            reason(&misplaced).starts_with("field `error` does not belong to state \"lost\""),
+            "{}",
+            reason(&misplaced)
+        );
         let incomplete = GOOD.replace(",\"waited_ms\":30000", "");
-        assert!(reason(&incomplete).starts_with("state \"lost\" requires field `waited_ms`"), "{}", reason(&incomplete));
+        assert!(
+            reason(&incomplete).starts_with("state \"lost\" requires field `waited_ms`"),
+            "{}",
+            reason(&incomplete)
+        );
     }
 
     #[test]
     fn refuses_wrong_types_and_values() {
         assert!(reason(&GOOD.replace("41.2", "\"41.2\"")).contains("invalid type: string"));
         assert_eq!(reason(&GOOD.replace("41.2", "-1")), "legacy.submit_ms must be a finite number >= 0, got -1");
-        assert_eq!(reason(&GOOD.replace("\"v\":1", "\"v\":2")), "unsupported format version v=2 (this build reads v=1)");
+        assert_eq!(
+            reason(&GOOD.replace("\"v\":1", "\"v\":2")),
+            "unsupported format version v=2 (this build reads v=1)"
+        );
         assert!(reason(&GOOD.replace("\"state\":\"lost\"", "\"state\":\"gone\"")).starts_with("unknown variant `gone`"));
-        let null_error = GOOD.replace("\"state\":\"lost\",\"submit_ms\":null,\"waited_ms\":30000", "\"state\":\"error\",\"error\":null");
-        assert_eq!(parse_line(null_error.as_bytes()).expect("null error is an error").shadow, Side::Error { submit_ms: None, error: Value::Null });
+        let null_error = GOOD
+            .replace("\"state\":\"lost\",\"submit_ms\":null,\"waited_ms\":30000", "\"state\":\"error\",\"error\":null");
+        assert_eq!(
+            parse_line(null_error.as_bytes()).expect("null error is an error").shadow,
+            Side::Error { submit_ms: None, error: Value::Null }
+        );
         assert_eq!(reason(&GOOD.replace("\"e-1\"", "\"\"")), "eval_id must not be empty");
     }
 

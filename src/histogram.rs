@@ -115,7 +115,11 @@ impl Latency {
                 .sum();
             counts.push(below);
         }
-        let sum_s = self.histogram.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum::<f64>()
+        let sum_s = self
+            .histogram
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+            .sum::<f64>()
             / 1_000_000.0;
         (counts, sum_s)
     }

@@ -99,7 +99,8 @@ mod tests {
 
     #[test]
     fn rules_can_be_turned_off() {
-        let none = TextNormalize { line_endings: false, trailing_whitespace: false, final_newline: false, masks: vec![] };
+        let none =
+            TextNormalize { line_endings: false, trailing_whitespace: false, final_newline: false, masks: vec![] };
         assert_eq!(none.apply("a \r\n"), "a \r\n");
     }
 

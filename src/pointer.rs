@@ -56,9 +56,7 @@ impl Pattern {
                 if raw == "*" {
                     Ok(Token::Any)
                 } else {
-                    unescape(raw)
-                        .map(Token::Literal)
-                        .ok_or_else(|| PointerError::BadEscape(text.to_string()))
+                    unescape(raw).map(Token::Literal).ok_or_else(|| PointerError::BadEscape(text.to_string()))
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;

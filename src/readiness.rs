@@ -139,11 +139,7 @@ fn rate_check(name: &'static str, limit: f64, count: u64, judged: u64, what: &st
         limit,
         observed: Some(upper),
         pass: judged > 0 && upper <= limit,
-        detail: format!(
-            "{count} {what} in {judged} ({:.3}%); 95% upper bound {:.3}%",
-            observed * 100.0,
-            upper * 100.0
-        ),
+        detail: format!("{count} {what} in {judged} ({:.3}%); 95% upper bound {:.3}%", observed * 100.0, upper * 100.0),
     }
 }
 

@@ -66,7 +66,14 @@ pub fn replay_files(engine: &Engine, files: &[PathBuf], options: ReplayOptions) 
             replay_reader(engine, &mut stats, &name, std::io::stdin().lock(), options, bar.as_ref())?;
         } else {
             let file = File::open(path).map_err(|source| ReplayError::Open { file: name.clone(), source })?;
-            replay_reader(engine, &mut stats, &name, BufReader::with_capacity(256 * 1024, file), options, bar.as_ref())?;
+            replay_reader(
+                engine,
+                &mut stats,
+                &name,
+                BufReader::with_capacity(256 * 1024, file),
+                options,
+                bar.as_ref(),
+            )?;
         }
     }
     if let Some(bar) = bar {
@@ -93,7 +100,11 @@ pub fn replay_reader<R: BufRead>(
                 engine.record(stats, &evaluation);
             }
             Err(reason) if options.strict => {
-                return Err(ReplayError::Malformed { file: name.to_string(), line: line.number, reason: reason.to_string() });
+                return Err(ReplayError::Malformed {
+                    file: name.to_string(),
+                    line: line.number,
+                    reason: reason.to_string(),
+                });
             }
             Err(reason) => stats.record_malformed(name, line.number, reason.to_string()),
         }

@@ -329,11 +329,8 @@ mod tests {
     use serde_json::json;
 
     fn evaluation(language: &str, stdout: &str) -> Evaluation {
-        let side = |stdout: &str, ms: f64| Side::Ok {
-            submit_ms: 1.0,
-            outcome_ms: ms,
-            outcome: json!({"stdout": stdout}),
-        };
+        let side =
+            |stdout: &str, ms: f64| Side::Ok { submit_ms: 1.0, outcome_ms: ms, outcome: json!({"stdout": stdout}) };
         Evaluation {
             v: 1,
             eval_id: format!("e-{language}-{stdout}"),
@@ -345,7 +342,8 @@ mod tests {
     }
 
     fn record(stats: &mut Stats, evaluation: &Evaluation) {
-        let differences = compare::diff(&Rules::default(), &json!({"stdout": "1"}), &json!({"stdout": evaluation.eval_id}));
+        let differences =
+            compare::diff(&Rules::default(), &json!({"stdout": "1"}), &json!({"stdout": evaluation.eval_id}));
         let verdict = if evaluation.eval_id.ends_with("-1") { Verdict::Match } else { Verdict::Mismatch(differences) };
         stats.record(evaluation, &verdict, &[]);
     }

@@ -79,7 +79,8 @@ fn shipped_fixtures_give_the_known_totals() {
         .expect("groups")
         .iter()
         .map(|g| {
-            let paths: Vec<&str> = g["paths"].as_array().expect("paths").iter().map(|p| p.as_str().expect("str")).collect();
+            let paths: Vec<&str> =
+                g["paths"].as_array().expect("paths").iter().map(|p| p.as_str().expect("str")).collect();
             (g["language"].as_str().expect("lang").to_string(), paths.join(","), g["count"].as_u64().expect("count"))
         })
         .collect();
@@ -90,8 +91,12 @@ fn shipped_fixtures_give_the_known_totals() {
     assert_eq!(by_paths("/exit_code,/status,/stderr"), 50);
     assert_eq!(by_paths("/tests/*/status"), 20);
     let python = &report["by_language"]["python"]["totals"];
-    let languages: u64 =
-        report["by_language"].as_object().expect("langs").values().map(|l| l["totals"]["evaluations"].as_u64().expect("n")).sum();
+    let languages: u64 = report["by_language"]
+        .as_object()
+        .expect("langs")
+        .values()
+        .map(|l| l["totals"]["evaluations"].as_u64().expect("n"))
+        .sum();
     assert_eq!(languages, 2190);
     assert!(python["mismatch"].as_u64().expect("n") >= 60);
     assert_eq!(report["latency"]["legacy"]["outcome_ms"]["count"], 2170);
@@ -112,7 +117,8 @@ fn shipped_fixtures_give_the_known_totals() {
 #[test]
 fn examples_are_redacted_and_show_line_diffs() {
     let (_, report) = replay_json(&[FIXTURES]);
-    let group = report["groups"].as_array().expect("groups").iter().find(|g| g["paths"] == json!(["/stdout"])).expect("group");
+    let group =
+        report["groups"].as_array().expect("groups").iter().find(|g| g["paths"] == json!(["/stdout"])).expect("group");
     assert_eq!(group["examples"].as_array().expect("examples").len(), 3);
     let example = &group["examples"][0];
     assert_eq!(example["request"]["code"]["redacted"], true);
@@ -123,7 +129,8 @@ fn examples_are_redacted_and_show_line_diffs() {
 
 #[test]
 fn every_forgiven_difference_matches() {
-    let base = json!({"status": "completed", "stdout": "a\nb\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4});
+    let base =
+        json!({"status": "completed", "stdout": "a\nb\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4});
     let forgiven = [
         json!({"status": "completed", "stdout": "a\r\nb\r\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4}),
         json!({"status": "completed", "stdout": "a  \nb\t\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 4}),
@@ -133,7 +140,8 @@ fn every_forgiven_difference_matches() {
         json!({"status": "completed", "stdout": "a\nb\n", "score": 0.1, "warnings": ["x", "y"], "duration_ms": 999}),
         json!({"duration_ms": 4, "warnings": ["x", "y"], "score": 0.1, "stdout": "a\nb\n", "status": "completed"}),
     ];
-    let lines: Vec<String> = forgiven.iter().enumerate().map(|(i, s)| line(&format!("f{i}"), ok(base.clone()), ok(s.clone()))).collect();
+    let lines: Vec<String> =
+        forgiven.iter().enumerate().map(|(i, s)| line(&format!("f{i}"), ok(base.clone()), ok(s.clone()))).collect();
     let scratch = Scratch::new();
     let file = scratch.file("forgiven.jsonl", lines.join("\n") + "\n");
     let (_, report) = replay_json(&[str(&file)]);
@@ -151,7 +159,7 @@ fn malformed_lines_are_counted_with_line_and_reason() {
     input.extend_from_slice(format!("{}\n", good.replace("\"v\":1", "\"v\":\"1\"")).as_bytes()); // wrong type
     input.extend_from_slice(format!("{}\n", good.replace("\"v\":1", "\"v\":1,\"extra\":true")).as_bytes()); // unknown key
     input.extend_from_slice(b"{\"v\":1,\"eval_id\":\"\xff\"}\n"); // invalid UTF-8
-    input.extend_from_slice(format!("{good}").as_bytes()); // last line without newline is fine
+    input.extend_from_slice(good.as_bytes()); // last line without newline is fine
     let scratch = Scratch::new();
     let file = scratch.file("bad.jsonl", &input);
     let (output, report) = replay_json(&[str(&file)]);
@@ -228,9 +236,11 @@ fn html_escapes_untrusted_output() {
 #[test]
 fn gate_exit_code_follows_readiness() {
     let scratch = Scratch::new();
-    let lines: Vec<String> = (0..20).map(|i| line(&format!("r{i}"), ok(json!({"a": 1})), ok(json!({"a": 1})))).collect();
+    let lines: Vec<String> =
+        (0..20).map(|i| line(&format!("r{i}"), ok(json!({"a": 1})), ok(json!({"a": 1})))).collect();
     let file = scratch.file("ok.jsonl", lines.join("\n"));
-    let lenient = scratch.file("gate.toml", "[gate]\nmin_samples = 20\nmax_mismatch_rate = 0.2\nmax_error_rate = 0.2\n");
+    let lenient =
+        scratch.file("gate.toml", "[gate]\nmin_samples = 20\nmax_mismatch_rate = 0.2\nmax_error_rate = 0.2\n");
     let strict = scratch.file("strict.toml", "[gate]\nmin_samples = 20\n");
     let ready = shadowdiff(&["replay", str(&file), "--config", str(&lenient), "--gate"]);
     assert_eq!(ready.status.code(), Some(0), "{}", stdout(&ready));
@@ -248,7 +258,10 @@ fn bad_config_and_files_exit_2_naming_the_place() {
     let output = shadowdiff(&["replay", FIXTURES, "--config", str(&config)]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
-    assert!(message.contains("bad.toml") && message.contains("line 3, column 13") && message.contains("float_abs"), "{message}");
+    assert!(
+        message.contains("bad.toml") && message.contains("line 3, column 13") && message.contains("float_abs"),
+        "{message}"
+    );
 
     let missing = shadowdiff(&["replay", "/nonexistent/evals.jsonl"]);
     assert_eq!(missing.status.code(), Some(2));
@@ -261,7 +274,8 @@ fn bad_config_and_files_exit_2_naming_the_place() {
 #[test]
 fn check_config_lists_every_problem() {
     let scratch = Scratch::new();
-    let config = scratch.file("bad.toml", "[compare]\nignore = [\"x\"]\ntext = [\"/a~9\"]\n[gate]\nmax_error_rate = 7\n");
+    let config =
+        scratch.file("bad.toml", "[compare]\nignore = [\"x\"]\ntext = [\"/a~9\"]\n[gate]\nmax_error_rate = 7\n");
     let output = shadowdiff(&["check-config", str(&config)]);
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);

@@ -105,7 +105,13 @@ impl Config {
         let mut problems = Problems::default();
         let compare = raw.compare;
         let patterns = |problems: &mut Problems, key: &str, items: &[String]| {
-            PatternSet::new(items.iter().enumerate().filter_map(|(i, p)| problems.pointer(&format!("compare.{key}[{i}]"), p)).collect())
+            PatternSet::new(
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| problems.pointer(&format!("compare.{key}[{i}]"), p))
+                    .collect(),
+            )
         };
         let ignore = patterns(&mut problems, "ignore", &compare.ignore);
         let unordered = patterns(&mut problems, "unordered", &compare.unordered);
@@ -138,15 +144,12 @@ impl Config {
                 masks,
             },
         };
-        let equivalences = compare
-            .equivalent
-            .iter()
-            .enumerate()
-            .map(|(i, rule)| problems.equivalence(i, rule))
-            .collect();
+        let equivalences =
+            compare.equivalent.iter().enumerate().map(|(i, rule)| problems.equivalence(i, rule)).collect();
 
         let g = raw.gate;
-        for (key, value) in [("gate.max_mismatch_rate", g.max_mismatch_rate), ("gate.max_error_rate", g.max_error_rate)] {
+        for (key, value) in [("gate.max_mismatch_rate", g.max_mismatch_rate), ("gate.max_error_rate", g.max_error_rate)]
+        {
             if !(0.0..=1.0).contains(&value) {
                 problems.add(key.into(), format!("must be a fraction between 0 and 1, got {value}"));
             }
@@ -166,7 +169,12 @@ impl Config {
         if r.max_groups == 0 {
             problems.add("report.max_groups".into(), "must be at least 1".into());
         }
-        let redact = r.redact.iter().enumerate().filter_map(|(i, p)| problems.pointer(&format!("report.redact[{i}]"), p)).collect();
+        let redact = r
+            .redact
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| problems.pointer(&format!("report.redact[{i}]"), p))
+            .collect();
         let examples = ExamplePolicy {
             examples_per_group: r.examples_per_group,
             max_groups: r.max_groups,

@@ -44,7 +44,11 @@ pub fn render(report: &Report) -> String {
     readiness(&mut out, report);
     totals(&mut out, report);
     if let Some(accounting) = &report.accounting {
-        let _ = writeln!(out, "<h2>Accounting</h2><pre>{}</pre>", escape(&serde_json::to_string_pretty(accounting).unwrap_or_default()));
+        let _ = writeln!(
+            out,
+            "<h2>Accounting</h2><pre>{}</pre>",
+            escape(&serde_json::to_string_pretty(accounting).unwrap_or_default())
+        );
     }
     languages(&mut out, report);
     latency(&mut out, &report.latency);
@@ -97,7 +101,8 @@ fn totals(out: &mut String, report: &Report) {
     out.push_str("</table>\n");
     let _ = writeln!(out, "<p>Malformed input lines: {}.</p>", report.totals.malformed);
     if !report.equivalent_by_rule.is_empty() {
-        let rules: Vec<String> = report.equivalent_by_rule.iter().map(|(name, n)| format!("{} {n}", escape(name))).collect();
+        let rules: Vec<String> =
+            report.equivalent_by_rule.iter().map(|(name, n)| format!("{} {n}", escape(name))).collect();
         let _ = writeln!(out, "<p>Equivalent by rule: {}.</p>", rules.join(", "));
     }
 }
@@ -166,12 +171,21 @@ fn chart(out: &mut String, legacy: &Percentiles, shadow: &Percentiles) {
         decade += 1.0;
     }
     for (i, label) in ["p50", "p90", "p99", "p99.9", "max"].iter().enumerate() {
-        let _ = writeln!(out, "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{label}</text>", x(i), height - 20.0);
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{label}</text>",
+            x(i),
+            height - 20.0
+        );
     }
     for (p, colour, name, row) in [(legacy, "#1f5fbf", "legacy", 0.0), (shadow, "#d9730d", "shadow (Celery)", 1.0)] {
         let coords: Vec<String> =
             points(p).iter().enumerate().filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v)))).collect();
-        let _ = writeln!(out, "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>", coords.join(" "));
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            coords.join(" ")
+        );
         let _ = writeln!(
             out,
             "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{colour}\">{name}</text>",
@@ -185,7 +199,11 @@ fn chart(out: &mut String, legacy: &Percentiles, shadow: &Percentiles) {
 fn groups(out: &mut String, report: &Report) {
     let _ = writeln!(out, "<h2>Mismatch groups ({})</h2>", report.groups.len());
     if report.ungrouped_mismatches > 0 {
-        let _ = writeln!(out, "<p>{} further mismatches fell beyond the group limit and are counted only.</p>", report.ungrouped_mismatches);
+        let _ = writeln!(
+            out,
+            "<p>{} further mismatches fell beyond the group limit and are counted only.</p>",
+            report.ungrouped_mismatches
+        );
     }
     for group in &report.groups {
         let _ = writeln!(
@@ -202,11 +220,14 @@ fn groups(out: &mut String, report: &Report) {
                 let _ = writeln!(out, "<p>request <code>{}</code></p>", escape(&request.to_string()));
             }
             for difference in &example.differences {
-                let _ = writeln!(out, "<p><code>{}</code> ({})</p>", escape(&difference.path), difference.kind.as_str());
+                let _ =
+                    writeln!(out, "<p><code>{}</code> ({})</p>", escape(&difference.path), difference.kind.as_str());
                 match &difference.diff {
                     Some(diff) => unified(out, diff),
                     None => {
-                        let show = |v: &Option<serde_json::Value>| v.as_ref().map_or_else(|| "(absent)".into(), |v| v.to_string());
+                        let show = |v: &Option<serde_json::Value>| {
+                            v.as_ref().map_or_else(|| "(absent)".into(), |v| v.to_string())
+                        };
                         let _ = writeln!(
                             out,
                             "<table><tr><th>legacy</th><th>shadow</th></tr><tr><td><code>{}</code></td><td><code>{}</code></td></tr></table>",
@@ -245,9 +266,20 @@ fn malformed(out: &mut String, report: &Report) {
     if report.malformed.is_empty() {
         return;
     }
-    let _ = writeln!(out, "<h2>Malformed input ({} lines, first {} shown)</h2><table><tr><th>file</th><th>line</th><th>reason</th></tr>", report.totals.malformed, report.malformed.len());
+    let _ = writeln!(
+        out,
+        "<h2>Malformed input ({} lines, first {} shown)</h2><table><tr><th>file</th><th>line</th><th>reason</th></tr>",
+        report.totals.malformed,
+        report.malformed.len()
+    );
     for line in &report.malformed {
-        let _ = writeln!(out, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", escape(&line.file), line.line, escape(&line.reason));
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&line.file),
+            line.line,
+            escape(&line.reason)
+        );
     }
     out.push_str("</table>\n");
 }
@@ -258,6 +290,9 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_quotes() {
-        assert_eq!(escape("<script>alert('x')</script> & \"q\""), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;");
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
     }
 }

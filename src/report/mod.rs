@@ -128,7 +128,10 @@ impl Report {
                 .by_language
                 .iter()
                 .map(|(language, s)| {
-                    (language.clone(), LanguageReport { totals: s.totals, latency: LatencyReport::from_set(&s.latency) })
+                    (
+                        language.clone(),
+                        LanguageReport { totals: s.totals, latency: LatencyReport::from_set(&s.latency) },
+                    )
                 })
                 .collect(),
             groups,
