@@ -50,6 +50,12 @@ pub enum Command {
         #[arg(long)]
         strict: bool,
     },
+    /// Run the sidecar proxy in front of the legacy upstream, mirroring to the shadow.
+    Serve {
+        /// Config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate a config file and print every problem.
     CheckConfig {
         /// The config file.
@@ -82,6 +88,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             print!("{}", report::text::render(&report));
             Ok(if gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
+        }
+        Command::Serve { config } => {
+            let loaded = Config::load(&config)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(crate::serve::run(config, loaded))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { path } => {
             Config::load(&path)?;

@@ -50,6 +50,11 @@ impl Engine {
         verdict
     }
 
+    /// The equivalence rules' names, by index.
+    pub fn rule_names(&self) -> &[String] {
+        &self.rule_names
+    }
+
     /// Judges statistics against the gate.
     pub fn readiness(&self, stats: &Stats) -> Readiness {
         readiness::assess(&self.config.gate, stats)

@@ -4,6 +4,8 @@
 //! types (parsed pointers, compiled regexes) and reports every problem at once, each naming
 //! its key. The commented reference is `config.toml` at the repository root.
 
+pub mod live;
+mod live_raw;
 pub mod raw;
 
 use std::fmt;
@@ -30,6 +32,8 @@ pub struct Config {
     pub gate: Gate,
     /// What reports keep.
     pub examples: ExamplePolicy,
+    /// The `serve` sections.
+    pub live: live::LiveConfig,
 }
 
 /// One problem with one key.
@@ -103,6 +107,7 @@ impl Config {
     /// Validates a raw config, collecting every problem.
     pub fn from_raw(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         let mut problems = Problems::default();
+        let live = live::check(&raw, &mut problems.0);
         let compare = raw.compare;
         let patterns = |problems: &mut Problems, key: &str, items: &[String]| {
             PatternSet::new(
@@ -183,7 +188,7 @@ impl Config {
             max_diff_lines: r.max_diff_lines,
         };
 
-        problems.finish(Config { rules, equivalences, gate, examples })
+        problems.finish(Config { rules, equivalences, gate, examples, live })
     }
 }
 

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use super::live_raw::*;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +22,24 @@ pub struct RawConfig {
     /// What reports keep.
     #[serde(default)]
     pub report: RawReport,
+    /// The proxy listener (`serve`).
+    #[serde(default)]
+    pub proxy: RawProxy,
+    /// The authoritative upstream (`serve`).
+    #[serde(default)]
+    pub legacy: RawLegacy,
+    /// Which requests are evaluation submissions (`serve`).
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    /// The shadow and how much is mirrored (`serve`).
+    #[serde(default)]
+    pub shadow: RawShadow,
+    /// Report and metrics listener (`serve`).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Recording of judged evaluations (`serve`).
+    #[serde(default)]
+    pub record: RawRecord,
 }
 
 /// `[compare]`.

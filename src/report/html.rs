@@ -44,11 +44,7 @@ pub fn render(report: &Report) -> String {
     readiness(&mut out, report);
     totals(&mut out, report);
     if let Some(accounting) = &report.accounting {
-        let _ = writeln!(
-            out,
-            "<h2>Accounting</h2><pre>{}</pre>",
-            escape(&serde_json::to_string_pretty(accounting).unwrap_or_default())
-        );
+        accounting_table(&mut out, accounting);
     }
     languages(&mut out, report);
     latency(&mut out, &report.latency);
@@ -105,6 +101,20 @@ fn totals(out: &mut String, report: &Report) {
             report.equivalent_by_rule.iter().map(|(name, n)| format!("{} {n}", escape(name))).collect();
         let _ = writeln!(out, "<p>Equivalent by rule: {}.</p>", rules.join(", "));
     }
+}
+
+fn accounting_table(out: &mut String, a: &crate::live::Accounting) {
+    out.push_str("<h2>Every submission accounted for</h2><table>");
+    let _ = writeln!(out, "<tr><td>submissions seen</td><td>{}</td></tr>", a.submissions);
+    let _ = writeln!(out, "<tr><td>judged</td><td>{}</td></tr>", a.judged);
+    let _ = writeln!(out, "<tr><td>pending</td><td>{}</td></tr>", a.pending);
+    let _ = writeln!(out, "<tr><td>abandoned at shutdown</td><td>{}</td></tr>", a.abandoned);
+    for (reason, count) in &a.not_mirrored {
+        let _ = writeln!(out, "<tr><td>not mirrored: {}</td><td>{count}</td></tr>", escape(reason));
+    }
+    out.push_str("</table>\n");
+    let verdict = if a.balanced() { "holds" } else { "DOES NOT HOLD" };
+    let _ = writeln!(out, "<p>submissions = judged + pending + abandoned + not mirrored: {verdict}. Celery retries seen: {}.</p>", a.shadow_retries);
 }
 
 fn languages(out: &mut String, report: &Report) {

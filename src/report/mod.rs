@@ -110,7 +110,7 @@ pub struct Report {
     pub readiness: Readiness,
     /// Live accounting of every submission (live mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub accounting: Option<serde_json::Value>,
+    pub accounting: Option<crate::live::Accounting>,
 }
 
 impl Report {

@@ -1,0 +1,420 @@
+//! The validated form of the `serve` sections: addresses parsed, pointers split, durations
+//! typed. [`check`] adds its problems to the list the rest of the config reports.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::raw::{RawConfig, RawOutcome};
+use super::Problem;
+use crate::celery::PriorityLayout;
+use crate::pointer::Pattern;
+
+/// Everything `serve` needs beyond the engine.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Added to `Via`; `None` adds nothing.
+    pub via: Option<String>,
+    /// Add `X-Forwarded-For`/`-Proto`.
+    pub forwarded_headers: bool,
+    /// Larger evaluation bodies are forwarded but not mirrored.
+    pub max_mirror_body_bytes: usize,
+    /// Capacity of the hand-off from the proxy to the mirror.
+    pub mirror_queue: usize,
+    /// How long pending comparisons may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Base URL of `api-service` (`None` when not configured: `serve` refuses to start).
+    pub legacy_url: Option<String>,
+    /// Time to the legacy response head before a 504.
+    pub legacy_timeout: Duration,
+    /// How the legacy outcome is obtained.
+    pub legacy_outcome: OutcomeRule,
+    /// Which requests are evaluation submissions.
+    pub routes: Vec<Route>,
+    /// The shadow system.
+    pub shadow: ShadowKind,
+    /// Initial sampling, 0 to 100.
+    pub percent: f64,
+    /// Cap on evaluations mirrored and not yet judged.
+    pub max_in_flight: usize,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// Pause before a probe.
+    pub breaker_cooldown: Duration,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+    /// Recording, when configured.
+    pub record: Option<RecordSettings>,
+}
+
+/// How a final outcome is obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeMode {
+    /// GET the result URL until a terminal status.
+    Poll,
+    /// Watch the client's own result polls pass through (legacy only), then poll.
+    Observe,
+    /// The submission's response body is the outcome.
+    Response,
+}
+
+/// `[legacy.outcome]` / `[shadow.outcome]`, validated.
+#[derive(Debug, Clone)]
+pub struct OutcomeRule {
+    /// How.
+    pub mode: OutcomeMode,
+    /// Result path template with `{eval_id}`.
+    pub url_template: String,
+    /// Time between polls.
+    pub interval: Duration,
+    /// When the side is `lost`.
+    pub deadline: Duration,
+    /// Tokens of the status pointer.
+    pub status: Vec<String>,
+    /// Terminal status values.
+    pub terminal: Vec<String>,
+    /// `(target, source)` pointer tokens; empty keeps the document.
+    pub fields: Vec<(Vec<String>, Vec<String>)>,
+}
+
+/// Where a route's `eval_id` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSource {
+    /// In the request body.
+    Request,
+    /// In the legacy response body (the API assigns it).
+    Response,
+}
+
+/// One validated `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Upper-case method.
+    pub method: String,
+    /// Exact path.
+    pub path: String,
+    /// Tokens of the `eval_id` pointer.
+    pub eval_id: Vec<String>,
+    /// Where `eval_id` is.
+    pub eval_id_from: IdSource,
+    /// Tokens of the `code` pointer (request body).
+    pub code: Vec<String>,
+    /// Tokens of the `language` pointer (request body).
+    pub language: Vec<String>,
+}
+
+/// The shadow system.
+#[derive(Debug, Clone)]
+pub enum ShadowKind {
+    /// A second HTTP upstream.
+    Http {
+        /// Its base URL (`None` when not configured).
+        url: Option<String>,
+        /// Time to its response head.
+        timeout: Duration,
+        /// How its outcome is obtained.
+        outcome: OutcomeRule,
+    },
+    /// Celery tasks written into Redis.
+    Celery(CelerySettings),
+}
+
+/// `[shadow.celery]`, validated.
+#[derive(Debug, Clone)]
+pub struct CelerySettings {
+    /// Broker URL.
+    pub broker_url: String,
+    /// Result backend URL.
+    pub result_url: String,
+    /// Task name.
+    pub task: String,
+    /// Queue.
+    pub queue: String,
+    /// Priority 0-9.
+    pub priority: u8,
+    /// Argument templates.
+    pub args: Vec<Value>,
+    /// Keyword argument templates, in file order.
+    pub kwargs: Vec<(String, Value)>,
+    /// Expiry after submission.
+    pub expires: Option<Duration>,
+    /// Soft time limit.
+    pub soft_time_limit: Option<Duration>,
+    /// Hard time limit.
+    pub time_limit: Option<Duration>,
+    /// How long to wait for a result before `lost`.
+    pub deadline: Duration,
+    /// Delete result keys after reading.
+    pub delete_results: bool,
+    /// Pause mirroring above this queue depth.
+    pub max_queue_depth: u64,
+    /// Revoke tasks whose result did not come in time.
+    pub revoke_lost: bool,
+    /// kombu priority layout.
+    pub layout: PriorityLayout,
+}
+
+/// `[record]`, validated.
+#[derive(Debug, Clone)]
+pub struct RecordSettings {
+    /// File appended to.
+    pub path: std::path::PathBuf,
+    /// Rotation size.
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+struct Checker<'a>(&'a mut Vec<Problem>);
+
+impl Checker<'_> {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(Problem { key: key.to_string(), message: message.into() });
+    }
+
+    fn addr(&mut self, key: &str, text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|e| {
+            self.add(key, format!("{text:?} is not an address like 127.0.0.1:8080: {e}"));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn tokens(&mut self, key: &str, text: &str) -> Vec<String> {
+        match Pattern::parse(text) {
+            Ok(p) => match p.literal_tokens() {
+                Some(tokens) => tokens.into_iter().map(String::from).collect(),
+                None => {
+                    self.add(key, "cannot use `*` here");
+                    Vec::new()
+                }
+            },
+            Err(e) => {
+                self.add(key, e.to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    fn url(&mut self, key: &str, text: &str) -> Option<String> {
+        if text.is_empty() {
+            return None;
+        }
+        match text.parse::<hyper::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                Some(text.trim_end_matches('/').to_string())
+            }
+            _ => {
+                self.add(key, format!("{text:?} is not an http:// URL with a host"));
+                None
+            }
+        }
+    }
+
+    fn outcome(&mut self, key: &str, raw: &RawOutcome, observe_allowed: bool) -> OutcomeRule {
+        let mode = match raw.mode.as_str() {
+            "poll" => OutcomeMode::Poll,
+            "response" => OutcomeMode::Response,
+            "observe" if observe_allowed => OutcomeMode::Observe,
+            other => {
+                let allowed = if observe_allowed { "poll, observe or response" } else { "poll or response" };
+                self.add(&format!("{key}.mode"), format!("{other:?} is not one of {allowed}"));
+                OutcomeMode::Poll
+            }
+        };
+        if mode != OutcomeMode::Response && !raw.url.contains("{eval_id}") {
+            self.add(&format!("{key}.url"), "must contain {eval_id}");
+        }
+        if !raw.url.starts_with('/') {
+            self.add(&format!("{key}.url"), "must be a path starting with '/'");
+        }
+        if raw.interval_ms == 0 {
+            self.add(&format!("{key}.interval_ms"), "must be at least 1");
+        }
+        if raw.terminal.is_empty() {
+            self.add(&format!("{key}.terminal"), "needs at least one status");
+        }
+        let status = self.tokens(&format!("{key}.status_pointer"), &raw.status_pointer);
+        let fields = raw
+            .fields
+            .iter()
+            .map(|(target, source)| {
+                let k = format!("{key}.fields.\"{target}\"");
+                (self.tokens(&k, target), self.tokens(&k, source))
+            })
+            .collect();
+        OutcomeRule {
+            mode,
+            url_template: raw.url.clone(),
+            interval: Duration::from_millis(raw.interval_ms.max(1)),
+            deadline: Duration::from_millis(raw.deadline_ms),
+            status,
+            terminal: raw.terminal.clone(),
+            fields,
+        }
+    }
+
+    fn seconds(&mut self, key: &str, value: f64) -> Option<Duration> {
+        if !(value.is_finite() && value >= 0.0) {
+            self.add(key, format!("must be a finite number >= 0, got {value}"));
+            return None;
+        }
+        (value > 0.0).then(|| Duration::from_secs_f64(value))
+    }
+}
+
+fn json(value: &toml::Value) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Validates the `serve` sections; problems are appended to `problems`.
+pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
+    let mut c = Checker(problems);
+    let p = &raw.proxy;
+    let listen = c.addr("proxy.listen", &p.listen);
+    if p.mirror_queue == 0 {
+        c.add("proxy.mirror_queue", "must be at least 1");
+    }
+    let legacy_url = c.url("legacy.url", &raw.legacy.url);
+    let legacy_outcome = c.outcome("legacy.outcome", &raw.legacy.outcome, true);
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if !r.path.starts_with('/') {
+                c.add(&key("path"), "must start with '/'");
+            }
+            let eval_id_from = match r.eval_id_from.as_str() {
+                "request" => IdSource::Request,
+                "response" => IdSource::Response,
+                other => {
+                    c.add(&key("eval_id_from"), format!("{other:?} is not request or response"));
+                    IdSource::Request
+                }
+            };
+            Route {
+                method: r.method.to_ascii_uppercase(),
+                path: r.path.clone(),
+                eval_id: c.tokens(&key("eval_id"), &r.eval_id),
+                eval_id_from,
+                code: c.tokens(&key("code"), &r.code),
+                language: c.tokens(&key("language"), &r.language),
+            }
+        })
+        .collect();
+
+    let s = &raw.shadow;
+    if !(0.0..=100.0).contains(&s.percent) {
+        c.add("shadow.percent", format!("must be between 0 and 100, got {}", s.percent));
+    }
+    if s.max_in_flight == 0 {
+        c.add("shadow.max_in_flight", "must be at least 1");
+    }
+    let shadow = match s.kind.as_str() {
+        "http" => ShadowKind::Http {
+            url: c.url("shadow.http.url", &s.http.url),
+            timeout: Duration::from_millis(s.http.timeout_ms),
+            outcome: c.outcome("shadow.outcome", &s.outcome, false),
+        },
+        "celery" => ShadowKind::Celery(celery(&mut c, raw)),
+        other => {
+            c.add("shadow.kind", format!("{other:?} is not http or celery"));
+            ShadowKind::Http { url: None, timeout: Duration::ZERO, outcome: c.outcome("shadow.outcome", &s.outcome, false) }
+        }
+    };
+
+    let admin_listen = c.addr("admin.listen", &raw.admin.listen);
+    if admin_listen == listen && listen.port() != 0 {
+        c.add("admin.listen", "must differ from proxy.listen: the admin listener never shares the proxied port");
+    }
+    let record = (!raw.record.path.is_empty()).then(|| {
+        if raw.record.max_bytes < 4096 {
+            c.add("record.max_bytes", "must be at least 4096");
+        }
+        RecordSettings { path: raw.record.path.clone().into(), max_bytes: raw.record.max_bytes, keep: raw.record.keep }
+    });
+
+    LiveConfig {
+        listen,
+        via: (!p.via.is_empty()).then(|| p.via.clone()),
+        forwarded_headers: p.forwarded_headers,
+        max_mirror_body_bytes: p.max_mirror_body_bytes,
+        mirror_queue: p.mirror_queue.max(1),
+        shutdown_grace: Duration::from_millis(p.shutdown_grace_ms),
+        legacy_url,
+        legacy_timeout: Duration::from_millis(raw.legacy.timeout_ms.unwrap_or(30_000)),
+        legacy_outcome,
+        routes,
+        shadow,
+        percent: s.percent.clamp(0.0, 100.0),
+        max_in_flight: s.max_in_flight.max(1),
+        breaker_failures: s.breaker_failures,
+        breaker_cooldown: Duration::from_millis(s.breaker_cooldown_ms),
+        admin_listen,
+        admin_token: (!raw.admin.token.is_empty()).then(|| raw.admin.token.clone()),
+        record,
+    }
+}
+
+fn celery(c: &mut Checker<'_>, raw: &RawConfig) -> CelerySettings {
+    let k = &raw.shadow.celery;
+    for (key, url) in [("shadow.celery.broker_url", &k.broker_url), ("shadow.celery.result_url", &k.result_url)] {
+        if !url.is_empty() && !url.starts_with("redis://") {
+            c.add(key, format!("{url:?} is not a redis:// URL"));
+        }
+    }
+    if k.task.is_empty() {
+        c.add("shadow.celery.task", "must not be empty");
+    }
+    if k.queue.is_empty() {
+        c.add("shadow.celery.queue", "must not be empty");
+    }
+    if k.priority > 9 {
+        c.add("shadow.celery.priority", format!("must be 0 to 9, got {}", k.priority));
+    }
+    let layout = PriorityLayout::new(k.priority_steps.clone(), k.priority_separator.clone()).unwrap_or_else(|e| {
+        c.add("shadow.celery.priority_steps", e.to_string());
+        PriorityLayout::default()
+    });
+    CelerySettings {
+        broker_url: k.broker_url.clone(),
+        result_url: if k.result_url.is_empty() { k.broker_url.clone() } else { k.result_url.clone() },
+        task: k.task.clone(),
+        queue: k.queue.clone(),
+        priority: k.priority.min(9),
+        args: k.args.iter().map(json).collect(),
+        kwargs: k.kwargs.iter().map(|(name, v)| (name.clone(), json(v))).collect(),
+        expires: c.seconds("shadow.celery.expires_s", k.expires_s),
+        soft_time_limit: c.seconds("shadow.celery.soft_time_limit_s", k.soft_time_limit_s),
+        time_limit: c.seconds("shadow.celery.time_limit_s", k.time_limit_s),
+        deadline: Duration::from_millis(raw.shadow.outcome.deadline_ms),
+        delete_results: k.delete_results,
+        max_queue_depth: k.max_queue_depth,
+        revoke_lost: k.revoke_lost,
+        layout,
+    }
+}
+
+impl LiveConfig {
+    /// What `serve` needs that replay does not: problems that stop `serve` from starting.
+    pub fn serve_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut c = Checker(&mut problems);
+        if self.legacy_url.is_none() {
+            c.add("legacy.url", "is required to serve");
+        }
+        if self.routes.is_empty() {
+            c.add("routes", "at least one [[routes]] entry is required to serve");
+        }
+        if let ShadowKind::Http { url: None, .. } = self.shadow {
+            c.add("shadow.http.url", "is required to serve with shadow.kind = \"http\"");
+        }
+        problems
+    }
+}

@@ -1,0 +1,267 @@
+//! The sections only `shadowdiff serve` uses, as written in the file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// `[proxy]`: the listener clients talk to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProxy {
+    /// Where clients connect instead of `api-service`.
+    pub listen: String,
+    /// Added to `Via` on requests and responses (RFC 9110); empty to add none.
+    pub via: String,
+    /// Append the client address to `X-Forwarded-For` and set `X-Forwarded-Proto`.
+    pub forwarded_headers: bool,
+    /// Evaluation bodies larger than this are forwarded but not mirrored.
+    pub max_mirror_body_bytes: usize,
+    /// Exchanges waiting for the mirror; beyond it they are not mirrored (counted), so the
+    /// client's path never waits for the shadow.
+    pub mirror_queue: usize,
+    /// On SIGTERM, how long pending comparisons may still finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        RawProxy {
+            listen: "127.0.0.1:8080".into(),
+            via: "1.1 shadowdiff".into(),
+            forwarded_headers: true,
+            max_mirror_body_bytes: 1 << 20,
+            mirror_queue: 10_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// How a side's final outcome is obtained (`[legacy.outcome]`, `[shadow.outcome]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutcome {
+    /// `poll`, `observe` (legacy only) or `response`.
+    pub mode: String,
+    /// Path template of the result endpoint; `{eval_id}` is replaced (URL-encoded).
+    pub url: String,
+    /// Time between polls.
+    pub interval_ms: u64,
+    /// No final outcome by then: the side is `lost`.
+    pub deadline_ms: u64,
+    /// Where the status sits in the result document.
+    pub status_pointer: String,
+    /// Status values that mean the evaluation is finished.
+    pub terminal: Vec<String>,
+    /// Optional field mapping `target pointer = source pointer`, so both sides' documents
+    /// compare field for field; empty keeps the document as it is.
+    pub fields: BTreeMap<String, String>,
+}
+
+impl Default for RawOutcome {
+    fn default() -> Self {
+        RawOutcome {
+            mode: "poll".into(),
+            url: "/evaluations/{eval_id}".into(),
+            interval_ms: 200,
+            deadline_ms: 60_000,
+            status_pointer: "/status".into(),
+            terminal: ["completed", "failed", "timeout", "error"].iter().map(|s| s.to_string()).collect(),
+            fields: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[legacy]`: the authoritative upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLegacy {
+    /// Base URL of `api-service`, e.g. `http://127.0.0.1:8000`.
+    pub url: String,
+    /// Time to the response head before the client gets a 504.
+    pub timeout_ms: Option<u64>,
+    /// How the legacy final outcome is obtained.
+    pub outcome: RawOutcome,
+}
+
+/// One `[[routes]]` entry: which requests are evaluation submissions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Exact path, e.g. `/evaluations` (the query string is ignored).
+    pub path: String,
+    /// Pointer to the evaluation id.
+    #[serde(default = "default_eval_id")]
+    pub eval_id: String,
+    /// `request` or `response`: where `eval_id` is (the API may assign it).
+    #[serde(default = "default_request")]
+    pub eval_id_from: String,
+    /// Pointer to the code in the request body.
+    #[serde(default = "default_code")]
+    pub code: String,
+    /// Pointer to the language in the request body.
+    #[serde(default = "default_language")]
+    pub language: String,
+}
+
+fn default_eval_id() -> String {
+    "/eval_id".into()
+}
+fn default_request() -> String {
+    "request".into()
+}
+fn default_code() -> String {
+    "/code".into()
+}
+fn default_language() -> String {
+    "/language".into()
+}
+
+/// `[shadow]`: where and how much is mirrored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawShadow {
+    /// `http` (a second HTTP upstream) or `celery` (tasks written into Redis).
+    pub kind: String,
+    /// Share of evaluations mirrored, 0 to 100, decided by a hash of `eval_id`. 0 is the
+    /// immediate rollback; changeable at run time.
+    pub percent: f64,
+    /// Most evaluations mirrored and not yet judged.
+    pub max_in_flight: usize,
+    /// Consecutive shadow errors or lost outcomes that pause mirroring.
+    pub breaker_failures: u32,
+    /// How long mirroring pauses before one probe evaluation is tried.
+    pub breaker_cooldown_ms: u64,
+    /// The HTTP shadow.
+    pub http: RawHttpShadow,
+    /// How the shadow's final outcome is obtained (HTTP shadow; Celery reads its result backend).
+    pub outcome: RawOutcome,
+    /// The Celery shadow.
+    pub celery: RawCelery,
+}
+
+impl Default for RawShadow {
+    fn default() -> Self {
+        RawShadow {
+            kind: "http".into(),
+            percent: 100.0,
+            max_in_flight: 1000,
+            breaker_failures: 20,
+            breaker_cooldown_ms: 5000,
+            http: RawHttpShadow::default(),
+            outcome: RawOutcome::default(),
+            celery: RawCelery::default(),
+        }
+    }
+}
+
+/// `[shadow.http]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttpShadow {
+    /// Base URL of the shadow copy of `api-service`.
+    pub url: String,
+    /// Time to the shadow's response head.
+    pub timeout_ms: u64,
+}
+
+impl Default for RawHttpShadow {
+    fn default() -> Self {
+        RawHttpShadow { url: String::new(), timeout_ms: 10_000 }
+    }
+}
+
+/// `[shadow.celery]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCelery {
+    /// Redis broker, `redis://[:password@]host:port/db`.
+    pub broker_url: String,
+    /// Redis result backend; defaults to the broker.
+    pub result_url: String,
+    /// Registered task name the workers run.
+    pub task: String,
+    /// Queue (Redis list) to push to: a `shadow` queue served by isolated workers.
+    pub queue: String,
+    /// Celery priority 0-9; on Redis, lower runs first.
+    pub priority: u8,
+    /// Positional arguments; strings may hold `{eval_id}`, `{code}`, `{language}`.
+    pub args: Vec<toml::Value>,
+    /// Keyword arguments, templated like `args` (e.g. `shadow = true`).
+    pub kwargs: BTreeMap<String, toml::Value>,
+    /// Task expiry after submission, in seconds (0 = none).
+    pub expires_s: f64,
+    /// Soft time limit in seconds (0 = the worker's default).
+    pub soft_time_limit_s: f64,
+    /// Hard time limit in seconds (0 = the worker's default).
+    pub time_limit_s: f64,
+    /// Delete each result key after reading it (Redis memory).
+    pub delete_results: bool,
+    /// Pause mirroring while the queue holds more messages than this.
+    pub max_queue_depth: u64,
+    /// Broadcast a revoke for a task whose result did not come in time.
+    pub revoke_lost: bool,
+    /// kombu priority steps, as configured on the workers.
+    pub priority_steps: Vec<u8>,
+    /// kombu priority key separator, as configured on the workers.
+    pub priority_separator: String,
+}
+
+impl Default for RawCelery {
+    fn default() -> Self {
+        let text = |s: &str| toml::Value::String(s.into());
+        RawCelery {
+            broker_url: "redis://127.0.0.1:6379/0".into(),
+            result_url: String::new(),
+            task: "evaluate".into(),
+            queue: "shadow".into(),
+            priority: 0,
+            args: vec![text("{eval_id}"), text("{code}"), text("{language}")],
+            kwargs: BTreeMap::from([("shadow".to_string(), toml::Value::Boolean(true))]),
+            expires_s: 0.0,
+            soft_time_limit_s: 0.0,
+            time_limit_s: 0.0,
+            delete_results: true,
+            max_queue_depth: 1000,
+            revoke_lost: true,
+            priority_steps: vec![0, 3, 6, 9],
+            priority_separator: "\u{6}\u{16}".into(),
+        }
+    }
+}
+
+/// `[admin]`: the report and metrics listener, never the proxied port.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// Where `/report`, `/report.json`, `/metrics` and `/healthz` are served.
+    pub listen: String,
+    /// Bearer token required for everything but `/healthz`; empty for none. Changing the
+    /// sampling at run time always needs one.
+    pub token: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin { listen: "127.0.0.1:9090".into(), token: String::new() }
+    }
+}
+
+/// `[record]`: judged evaluations appended as fixture lines, for replay later.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRecord {
+    /// File to append to; empty records nothing.
+    pub path: String,
+    /// Size at which the file is rotated to `<path>.1` (older ones shift up).
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    pub keep: u32,
+}
+
+impl Default for RawRecord {
+    fn default() -> Self {
+        RawRecord { path: String::new(), max_bytes: 100 << 20, keep: 5 }
+    }
+}

@@ -1,0 +1,244 @@
+//! The live state shared by the proxy's tap, the mirror, and the admin listener.
+//!
+//! One small handle ([`Live`]) hides its lock: the statistics and the accounting of every
+//! submission sit behind one `std::sync::Mutex`, held only for counter updates and
+//! snapshot copies (never across an `.await`). The tap on the client's path touches only
+//! atomics. Readers render from a [`Snapshot`], never from live state.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+
+use crate::engine::Engine;
+use crate::fixture::Evaluation;
+use crate::mirror::breaker::Breaker;
+use crate::mirror::sampling::Sampler;
+use crate::stats::Stats;
+use crate::verdict::Verdict;
+
+/// Why a submission was not mirrored. Every submission is either judged, pending, or
+/// counted under one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NotMirrored {
+    /// The hand-off to the mirror was full.
+    MirrorQueueFull,
+    /// The request body exceeded `proxy.max_mirror_body_bytes`.
+    BodyTooLarge,
+    /// The request or response body did not arrive whole.
+    BodyIncomplete,
+    /// The request body (or response, for ids the API assigns) is not JSON.
+    BodyNotJson,
+    /// No `eval_id` where the route says.
+    MissingEvalId,
+    /// No `code` where the route says.
+    MissingCode,
+    /// No `language` where the route says.
+    MissingLanguage,
+    /// The legacy upstream was unreachable or timed out (the client got 502/504).
+    LegacyError,
+    /// The legacy upstream refused the submission (non-2xx).
+    LegacyRejected,
+    /// Not in the sampled fraction.
+    SampledOut,
+    /// The breaker is open after consecutive shadow failures.
+    BreakerOpen,
+    /// `shadow.max_in_flight` evaluations were already in flight.
+    InFlightCap,
+    /// The Celery queue is deeper than `shadow.celery.max_queue_depth`.
+    QueueDepth,
+    /// The shadow could not take the submission (e.g. Redis down).
+    ShadowUnavailable,
+    /// shadowdiff was shutting down.
+    ShuttingDown,
+}
+
+impl NotMirrored {
+    /// The reason's label in reports and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotMirrored::MirrorQueueFull => "mirror_queue_full",
+            NotMirrored::BodyTooLarge => "body_too_large",
+            NotMirrored::BodyIncomplete => "body_incomplete",
+            NotMirrored::BodyNotJson => "body_not_json",
+            NotMirrored::MissingEvalId => "missing_eval_id",
+            NotMirrored::MissingCode => "missing_code",
+            NotMirrored::MissingLanguage => "missing_language",
+            NotMirrored::LegacyError => "legacy_error",
+            NotMirrored::LegacyRejected => "legacy_rejected",
+            NotMirrored::SampledOut => "sampled_out",
+            NotMirrored::BreakerOpen => "breaker_open",
+            NotMirrored::InFlightCap => "in_flight_cap",
+            NotMirrored::QueueDepth => "queue_depth",
+            NotMirrored::ShadowUnavailable => "shadow_unavailable",
+            NotMirrored::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Where every submission the proxy saw went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Accounting {
+    /// Submissions seen on the client's path.
+    pub submissions: u64,
+    /// Judged: counted in the report's totals.
+    pub judged: u64,
+    /// Handed to the mirror and not judged yet (in the hand-off or in flight).
+    pub pending: u64,
+    /// Not mirrored, by reason.
+    pub not_mirrored: BTreeMap<&'static str, u64>,
+    /// Pending evaluations given up at shutdown.
+    pub abandoned: u64,
+    /// Celery `RETRY` states seen while waiting.
+    pub shadow_retries: u64,
+}
+
+impl Accounting {
+    /// `submissions == judged + pending + abandoned + Σ not_mirrored`.
+    pub fn balanced(&self) -> bool {
+        self.submissions == self.judged + self.pending + self.abandoned + self.not_mirrored.values().sum::<u64>()
+    }
+}
+
+/// A consistent copy of the live state.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The statistics.
+    pub stats: Stats,
+    /// Where every submission went.
+    pub accounting: Accounting,
+}
+
+struct Inner {
+    stats: Stats,
+    accounting: Accounting,
+}
+
+/// Counters read by `/metrics` that are not part of the report.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Submissions forwarded to the legacy upstream.
+    pub legacy_submitted: AtomicU64,
+    /// Tasks written to the shadow.
+    pub shadow_submitted: AtomicU64,
+    /// Last sampled Celery queue depth.
+    pub queue_depth: AtomicU64,
+    /// Mirroring paused because the queue is too deep.
+    pub paused_by_depth: AtomicBool,
+    /// Mirroring paused because the shadow is unavailable.
+    pub shadow_unavailable: AtomicBool,
+}
+
+/// The shared live state.
+pub struct Live {
+    engine: Engine,
+    /// The sampling fraction.
+    pub sampler: Sampler,
+    /// The failure breaker.
+    pub breaker: Breaker,
+    /// Counters outside the report.
+    pub gauges: Gauges,
+    // Lock-free counters for the tap, which runs on the client's path.
+    seen: AtomicU64,
+    dropped: AtomicU64,
+    received: AtomicU64,
+    // Held for counter updates and snapshot copies only; no `.await` inside.
+    inner: Mutex<Inner>,
+}
+
+impl Live {
+    /// Fresh state for an engine.
+    pub fn new(engine: Engine, sampler: Sampler, breaker: Breaker) -> Live {
+        let stats = engine.new_stats();
+        Live {
+            engine,
+            sampler,
+            breaker,
+            gauges: Gauges::default(),
+            seen: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            inner: Mutex::new(Inner { stats, accounting: Accounting::default() }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The engine that judges.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The tap saw a submission (lock-free).
+    pub fn submission_seen(&self) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The tap could not hand a submission over (lock-free).
+    pub fn submission_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The mirror took a submission out of the hand-off.
+    pub fn submission_received(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A received submission is not mirrored.
+    pub fn not_mirrored(&self, reason: NotMirrored) {
+        *self.lock().accounting.not_mirrored.entry(reason.as_str()).or_default() += 1;
+    }
+
+    /// A received submission is mirrored and now pending.
+    pub fn mirrored(&self) {
+        self.lock().accounting.pending += 1;
+    }
+
+    /// A pending evaluation turned out not mirrored after all (the shadow was unavailable).
+    pub fn unmirror(&self, reason: NotMirrored) {
+        let mut inner = self.lock();
+        inner.accounting.pending = inner.accounting.pending.saturating_sub(1);
+        *inner.accounting.not_mirrored.entry(reason.as_str()).or_default() += 1;
+    }
+
+    /// A pending evaluation is judged; returns its verdict.
+    pub fn judged(&self, evaluation: &Evaluation, shadow_retries: u32) -> Verdict {
+        let verdict = self.engine.judge(evaluation);
+        let mut inner = self.lock();
+        inner.stats.record(evaluation, &verdict, &self.engine.rule_names());
+        inner.accounting.pending = inner.accounting.pending.saturating_sub(1);
+        inner.accounting.judged += 1;
+        inner.accounting.shadow_retries += u64::from(shadow_retries);
+        verdict
+    }
+
+    /// Pending evaluations given up at shutdown.
+    pub fn abandon_pending(&self) -> u64 {
+        let mut inner = self.lock();
+        let pending = inner.accounting.pending;
+        inner.accounting.pending = 0;
+        inner.accounting.abandoned += pending;
+        pending
+    }
+
+    /// A consistent copy for reports and metrics.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = self.lock();
+        let mut accounting = inner.accounting.clone();
+        let stats = inner.stats.clone();
+        drop(inner);
+        let seen = self.seen.load(Ordering::Relaxed);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        let received = self.received.load(Ordering::Relaxed);
+        accounting.submissions = seen;
+        if dropped > 0 {
+            *accounting.not_mirrored.entry(NotMirrored::MirrorQueueFull.as_str()).or_default() += dropped;
+        }
+        // Handed off but not yet taken by the mirror: pending too.
+        accounting.pending += seen.saturating_sub(dropped).saturating_sub(received);
+        Snapshot { stats, accounting }
+    }
+}

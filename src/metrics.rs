@@ -1,0 +1,150 @@
+//! Prometheus text exposition of the live state. Every metric name is defined here, once.
+//!
+//! The migration dashboard already queries `tasks_submitted_total`,
+//! `tasks_completed_total` and `task_duration_seconds` with a `queue_system` label of
+//! `legacy` or `celery`; shadowdiff's own metrics are prefixed `shadowdiff_`.
+
+use std::fmt::Write;
+
+use crate::histogram::Latency;
+use crate::live::Snapshot;
+use crate::proxy::ProxyStatsSnapshot;
+use crate::verdict::VerdictKind;
+
+/// Submissions per system.
+pub const TASKS_SUBMITTED: &str = "tasks_submitted_total";
+/// Final outcomes per system.
+pub const TASKS_COMPLETED: &str = "tasks_completed_total";
+/// Time from submission to outcome per system (histogram).
+pub const TASK_DURATION: &str = "task_duration_seconds";
+/// Tasks written to Celery.
+pub const CELERY_SUBMITTED: &str = "celery_tasks_submitted_total";
+/// Submissions to the legacy queue.
+pub const LEGACY_SUBMITTED: &str = "legacy_tasks_submitted_total";
+/// Messages in the Celery shadow queue (all priority keys).
+pub const CELERY_QUEUE_LENGTH: &str = "celery_queue_length";
+/// Judged evaluations by verdict and language.
+pub const COMPARISONS: &str = "shadowdiff_comparisons_total";
+/// Submissions not mirrored, by reason.
+pub const NOT_MIRRORED: &str = "shadowdiff_not_mirrored_total";
+/// Mirrored evaluations not judged yet.
+pub const PENDING: &str = "shadowdiff_pending";
+/// Evaluations holding an in-flight slot.
+pub const IN_FLIGHT: &str = "shadowdiff_in_flight";
+/// Breaker: 0 closed, 1 open, 2 half-open.
+pub const BREAKER_STATE: &str = "shadowdiff_breaker_state";
+/// Current sampling percentage.
+pub const SAMPLING_PERCENT: &str = "shadowdiff_sampling_percent";
+/// Requests received on the proxy.
+pub const PROXY_REQUESTS: &str = "shadowdiff_proxy_requests_total";
+/// Client requests answered 502.
+pub const LEGACY_UNREACHABLE: &str = "shadowdiff_legacy_unreachable_total";
+/// Client requests answered 504.
+pub const LEGACY_TIMEOUT: &str = "shadowdiff_legacy_timeout_total";
+/// Celery RETRY states seen.
+pub const SHADOW_RETRIES: &str = "shadowdiff_shadow_retries_total";
+
+/// Bucket bounds of `task_duration_seconds`.
+pub const DURATION_BUCKETS_S: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+/// Gauges read at render time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveGauges {
+    /// Tasks written to the shadow.
+    pub shadow_submitted: u64,
+    /// Celery queue depth, when the shadow is Celery.
+    pub queue_depth: Option<u64>,
+    /// In-flight slots held.
+    pub in_flight: u64,
+    /// Breaker state gauge.
+    pub breaker_state: u8,
+    /// Sampling percentage.
+    pub sampling_percent: f64,
+}
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn duration_histogram(out: &mut String, system: &str, latency: &Latency) {
+    let (counts, sum) = latency.cumulative(&DURATION_BUCKETS_S);
+    for (bound, count) in DURATION_BUCKETS_S.iter().zip(counts) {
+        let _ = writeln!(out, "{TASK_DURATION}_bucket{{queue_system=\"{system}\",le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{TASK_DURATION}_bucket{{queue_system=\"{system}\",le=\"+Inf\"}} {}", latency.count());
+    let _ = writeln!(out, "{TASK_DURATION}_sum{{queue_system=\"{system}\"}} {sum}");
+    let _ = writeln!(out, "{TASK_DURATION}_count{{queue_system=\"{system}\"}} {}", latency.count());
+}
+
+/// Renders every metric.
+pub fn render(snapshot: &Snapshot, proxy: &ProxyStatsSnapshot, gauges: &LiveGauges) -> String {
+    let mut out = String::with_capacity(8192);
+    let a = &snapshot.accounting;
+    let latency = &snapshot.stats.latency;
+
+    header(&mut out, TASKS_SUBMITTED, "counter", "Evaluations submitted, per queue system.");
+    let _ = writeln!(out, "{TASKS_SUBMITTED}{{queue_system=\"legacy\"}} {}", a.submissions);
+    let _ = writeln!(out, "{TASKS_SUBMITTED}{{queue_system=\"celery\"}} {}", gauges.shadow_submitted);
+    header(&mut out, TASKS_COMPLETED, "counter", "Evaluations with a final outcome, per queue system.");
+    let _ = writeln!(out, "{TASKS_COMPLETED}{{queue_system=\"legacy\"}} {}", latency.legacy.outcome_ms.count());
+    let _ = writeln!(out, "{TASKS_COMPLETED}{{queue_system=\"celery\"}} {}", latency.shadow.outcome_ms.count());
+    header(&mut out, TASK_DURATION, "histogram", "Time from submission to final outcome.");
+    duration_histogram(&mut out, "legacy", &latency.legacy.outcome_ms);
+    duration_histogram(&mut out, "celery", &latency.shadow.outcome_ms);
+    header(&mut out, CELERY_SUBMITTED, "counter", "Tasks written to the Celery shadow.");
+    let _ = writeln!(out, "{CELERY_SUBMITTED} {}", gauges.shadow_submitted);
+    header(&mut out, LEGACY_SUBMITTED, "counter", "Evaluations submitted to the legacy queue.");
+    let _ = writeln!(out, "{LEGACY_SUBMITTED} {}", a.submissions);
+    if let Some(depth) = gauges.queue_depth {
+        header(&mut out, CELERY_QUEUE_LENGTH, "gauge", "Messages waiting in the Celery shadow queue.");
+        let _ = writeln!(out, "{CELERY_QUEUE_LENGTH} {depth}");
+    }
+
+    header(&mut out, COMPARISONS, "counter", "Judged evaluations by verdict and language.");
+    for (language, stats) in &snapshot.stats.by_language {
+        for kind in VerdictKind::ALL {
+            let _ = writeln!(
+                out,
+                "{COMPARISONS}{{verdict=\"{}\",language=\"{}\"}} {}",
+                kind.as_str(),
+                label(language),
+                stats.totals.get(kind)
+            );
+        }
+    }
+    header(&mut out, NOT_MIRRORED, "counter", "Submissions not mirrored, by reason.");
+    for (reason, count) in &a.not_mirrored {
+        let _ = writeln!(out, "{NOT_MIRRORED}{{reason=\"{reason}\"}} {count}");
+    }
+    header(&mut out, PENDING, "gauge", "Mirrored evaluations not judged yet.");
+    let _ = writeln!(out, "{PENDING} {}", a.pending);
+    header(&mut out, IN_FLIGHT, "gauge", "Evaluations holding an in-flight slot.");
+    let _ = writeln!(out, "{IN_FLIGHT} {}", gauges.in_flight);
+    header(&mut out, BREAKER_STATE, "gauge", "Mirroring breaker: 0 closed, 1 open, 2 half-open.");
+    let _ = writeln!(out, "{BREAKER_STATE} {}", gauges.breaker_state);
+    header(&mut out, SAMPLING_PERCENT, "gauge", "Share of evaluations mirrored.");
+    let _ = writeln!(out, "{SAMPLING_PERCENT} {}", gauges.sampling_percent);
+    header(&mut out, SHADOW_RETRIES, "counter", "Celery RETRY states seen while waiting.");
+    let _ = writeln!(out, "{SHADOW_RETRIES} {}", a.shadow_retries);
+    header(&mut out, PROXY_REQUESTS, "counter", "Requests received on the proxy.");
+    let _ = writeln!(out, "{PROXY_REQUESTS} {}", proxy.requests_total);
+    header(&mut out, LEGACY_UNREACHABLE, "counter", "Client requests answered 502: legacy unreachable.");
+    let _ = writeln!(out, "{LEGACY_UNREACHABLE} {}", proxy.legacy_unreachable_total);
+    header(&mut out, LEGACY_TIMEOUT, "counter", "Client requests answered 504: legacy too slow.");
+    let _ = writeln!(out, "{LEGACY_TIMEOUT} {}", proxy.legacy_timeout_total);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,259 @@
+//! The mirror: takes exchanges from the proxy's hand-off, decides which evaluations are
+//! mirrored, runs both sides to their final outcomes, and hands the pair to the engine.
+//!
+//! Every submission ends in exactly one place: judged, pending, or not mirrored with a
+//! reason ([`crate::live::NotMirrored`]). Mirrored evaluations are bounded by a semaphore
+//! (`shadow.max_in_flight`) and tracked, so shutdown can wait for them under a deadline.
+
+pub mod breaker;
+pub mod observe;
+pub mod sampling;
+pub mod tap;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::config::live::{IdSource, LiveConfig, OutcomeMode, Route};
+use crate::fixture::{Evaluation, Side, FORMAT_VERSION};
+use crate::http_client::HttpClient;
+use crate::live::{Live, NotMirrored};
+use crate::outcome::{self, Polled};
+use crate::pointer;
+use crate::proxy::{Captured, Exchange, LegacyOutcome};
+use crate::record::Recorder;
+use crate::shadow::{ms_between, Job, Shadow, ShadowRun};
+use observe::Observers;
+use tap::Handoff;
+
+/// Everything an evaluation task needs, shared.
+pub struct Mirror {
+    live: Arc<Live>,
+    config: Arc<LiveConfig>,
+    shadow: Arc<Shadow>,
+    client: HttpClient,
+    observers: Arc<Observers>,
+    in_flight: Arc<Semaphore>,
+    tracker: TaskTracker,
+    recorder: Option<Arc<Recorder>>,
+}
+
+/// A submission that passed every check, with the legacy answer it got.
+struct Accepted {
+    job: Job,
+    legacy_status_body: Bytes,
+    submit_ms: f64,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Mirror {
+    /// A mirror over shared state.
+    pub fn new(
+        live: Arc<Live>,
+        config: Arc<LiveConfig>,
+        shadow: Arc<Shadow>,
+        client: HttpClient,
+        recorder: Option<Arc<Recorder>>,
+    ) -> Mirror {
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        Mirror {
+            live,
+            config,
+            shadow,
+            client,
+            observers: Arc::new(Observers::default()),
+            in_flight,
+            tracker: TaskTracker::new(),
+            recorder,
+        }
+    }
+
+    /// Evaluations mirrored and not judged yet.
+    pub fn in_flight(&self) -> usize {
+        self.config.max_in_flight - self.in_flight.available_permits()
+    }
+
+    /// The tracker of evaluation tasks, for shutdown.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
+    /// Drains the hand-off until every sender is gone.
+    pub async fn run(self: Arc<Self>, mut handoff: mpsc::Receiver<Handoff>) {
+        while let Some(item) = handoff.recv().await {
+            match item {
+                Handoff::Observation(exchange) => self.observe(exchange),
+                Handoff::Submission(route, exchange) => {
+                    self.live.submission_received();
+                    match self.accept(&self.config.routes[route], exchange) {
+                        Ok(accepted) => {
+                            self.live.mirrored();
+                            let mirror = Arc::clone(&self);
+                            self.tracker.spawn(async move { mirror.evaluate(accepted).await });
+                        }
+                        Err(reason) => self.live.not_mirrored(reason),
+                    }
+                }
+            }
+        }
+        self.tracker.close();
+    }
+
+    fn observe(&self, exchange: Exchange) {
+        let rule = &self.config.legacy_outcome;
+        let Some(eval_id) = outcome::eval_id_from_path(rule, &exchange.path_and_query) else { return };
+        let LegacyOutcome::Response { status, body: Captured::Complete(body) } = &exchange.outcome else { return };
+        if !status.is_success() {
+            return;
+        }
+        if let Ok(document) = serde_json::from_slice::<Value>(body) {
+            if outcome::is_terminal(rule, &document) {
+                self.observers.deliver(eval_id, outcome::map_fields(rule, document), Instant::now());
+            }
+        }
+    }
+
+    /// Every check a submission must pass to be mirrored, in order.
+    fn accept(&self, route: &Route, exchange: Exchange) -> Result<Accepted, NotMirrored> {
+        let received_at = Instant::now() - exchange.submit;
+        let response_body = match exchange.outcome {
+            LegacyOutcome::Response { status, body } if status.is_success() => body,
+            LegacyOutcome::Response { .. } => return Err(NotMirrored::LegacyRejected),
+            LegacyOutcome::Unreachable(_) | LegacyOutcome::Timeout | LegacyOutcome::Cancelled => {
+                return Err(NotMirrored::LegacyError)
+            }
+        };
+        let body = match exchange.request_body {
+            Captured::Complete(body) if body.len() <= self.config.max_mirror_body_bytes => body,
+            Captured::Complete(_) | Captured::TooLarge => return Err(NotMirrored::BodyTooLarge),
+            Captured::Failed => return Err(NotMirrored::BodyIncomplete),
+        };
+        let request: Value = serde_json::from_slice(&body).map_err(|_| NotMirrored::BodyNotJson)?;
+        let response_bytes = match response_body {
+            Captured::Complete(bytes) => bytes,
+            _ if route.eval_id_from == IdSource::Response => return Err(NotMirrored::BodyIncomplete),
+            _ => Bytes::new(),
+        };
+        let eval_id = match route.eval_id_from {
+            IdSource::Request => text_at(&request, &route.eval_id),
+            IdSource::Response => {
+                let response: Value = serde_json::from_slice(&response_bytes).map_err(|_| NotMirrored::BodyNotJson)?;
+                text_at(&response, &route.eval_id)
+            }
+        }
+        .ok_or(NotMirrored::MissingEvalId)?;
+        let code = text_at(&request, &route.code).ok_or(NotMirrored::MissingCode)?;
+        let language = text_at(&request, &route.language).ok_or(NotMirrored::MissingLanguage)?;
+
+        if !self.live.sampler.sampled(&eval_id) {
+            return Err(NotMirrored::SampledOut);
+        }
+        if let Some(reason) = self.shadow.paused() {
+            return Err(reason);
+        }
+        if !self.live.breaker.allow(Instant::now()) {
+            return Err(NotMirrored::BreakerOpen);
+        }
+        let permit = Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| NotMirrored::InFlightCap)?;
+        let path = exchange.path_and_query;
+        Ok(Accepted {
+            job: Job { eval_id, code, language, path, body, request, received_at },
+            legacy_status_body: response_bytes,
+            submit_ms: exchange.submit.as_secs_f64() * 1000.0,
+            permit,
+        })
+    }
+
+    /// Runs both sides to their final outcomes, then judges, counts and records.
+    async fn evaluate(&self, accepted: Accepted) {
+        let Accepted { job, legacy_status_body, submit_ms, permit } = accepted;
+        let legacy = self.legacy_side(&job, &legacy_status_body, submit_ms);
+        let shadow = self.shadow.run(&job);
+        let (legacy, shadow) = tokio::join!(legacy, shadow);
+        drop(permit);
+        let (shadow, retries) = match shadow {
+            ShadowRun::Side { side, retries } => (side, retries),
+            ShadowRun::Unavailable(reason) => {
+                tracing::debug!(eval_id = %job.eval_id, %reason, "shadow unavailable");
+                self.live.unmirror(NotMirrored::ShadowUnavailable);
+                return;
+            }
+        };
+        if shadow.submit_ms().is_some() {
+            self.live.gauges.shadow_submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let shadow_failed = !matches!(shadow, Side::Ok { .. });
+        let evaluation = Evaluation {
+            v: FORMAT_VERSION,
+            eval_id: job.eval_id,
+            language: job.language,
+            request: Some(job.request),
+            legacy,
+            shadow,
+        };
+        let verdict = self.live.judged(&evaluation, retries);
+        self.live.breaker.record(shadow_failed, Instant::now());
+        tracing::debug!(eval_id = %evaluation.eval_id, verdict = verdict.kind().as_str(), "judged");
+        if let Some(recorder) = &self.recorder {
+            let mut recorded = evaluation;
+            if let Some(request) = &recorded.request {
+                recorded.request = Some(crate::example::redact(request, &self.live.engine().config().examples.redact));
+            }
+            recorder.record(recorded.to_line());
+        }
+    }
+
+    /// The legacy side's final outcome, as `[legacy.outcome]` says to obtain it.
+    async fn legacy_side(&self, job: &Job, response: &Bytes, submit_ms: f64) -> Side {
+        let rule = &self.config.legacy_outcome;
+        let deadline = job.received_at + rule.deadline;
+        let base = self.config.legacy_url.as_deref().unwrap_or_default();
+        let polled = match rule.mode {
+            OutcomeMode::Response => {
+                return match serde_json::from_slice::<Value>(response) {
+                    Ok(document) => Side::Ok { submit_ms, outcome_ms: submit_ms, outcome: outcome::map_fields(rule, document) },
+                    Err(e) => Side::Error {
+                        submit_ms: Some(submit_ms),
+                        error: json!({"shadowdiff": format!("legacy response is not JSON: {e}")}),
+                    },
+                };
+            }
+            OutcomeMode::Poll => {
+                outcome::poll(&self.client, &outcome::result_url(base, rule, &job.eval_id), rule, deadline).await
+            }
+            OutcomeMode::Observe => {
+                let mut observation = self.observers.register(&job.eval_id);
+                match tokio::time::timeout_at(deadline.into(), &mut observation.receiver).await {
+                    Ok(Ok((document, at))) => Polled::Final(document, at),
+                    _ => {
+                        drop(observation);
+                        // None seen in time: ask the legacy system once more, for as long again.
+                        let url = outcome::result_url(base, rule, &job.eval_id);
+                        outcome::poll(&self.client, &url, rule, Instant::now() + rule.deadline).await
+                    }
+                }
+            }
+        };
+        match polled {
+            Polled::Final(document, at) => {
+                Side::Ok { submit_ms, outcome_ms: ms_between(job.received_at, at), outcome: document }
+            }
+            Polled::Lost(_) => {
+                Side::Lost { submit_ms: Some(submit_ms), waited_ms: ms_between(job.received_at, Instant::now()) }
+            }
+        }
+    }
+}
+
+fn text_at(document: &Value, tokens: &[String]) -> Option<String> {
+    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    match pointer::lookup(document, &tokens)? {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,69 @@
+//! The proxy side of the hand-off: which exchanges are captured, and a `try_send` of each
+//! into the bounded channel. It runs on the client's connection task, so it only matches
+//! routes, bumps atomics and never waits.
+
+use std::sync::Arc;
+
+use hyper::Method;
+use tokio::sync::mpsc;
+
+use crate::config::live::{LiveConfig, OutcomeMode, Route};
+use crate::live::Live;
+use crate::outcome;
+use crate::proxy::{Exchange, Tap};
+
+/// What crosses the hand-off.
+#[derive(Debug)]
+pub enum Handoff {
+    /// A submission on the route with this index.
+    Submission(usize, Exchange),
+    /// A client's own poll of a legacy result (observe mode).
+    Observation(Exchange),
+}
+
+/// The [`Tap`] shadowdiff installs in the proxy.
+pub struct MirrorTap {
+    routes: Vec<Route>,
+    observe: Option<crate::config::live::OutcomeRule>,
+    sender: mpsc::Sender<Handoff>,
+    live: Arc<Live>,
+}
+
+impl MirrorTap {
+    /// A tap handing exchanges to `sender`.
+    pub fn new(config: &LiveConfig, sender: mpsc::Sender<Handoff>, live: Arc<Live>) -> MirrorTap {
+        let observe = (config.legacy_outcome.mode == OutcomeMode::Observe).then(|| config.legacy_outcome.clone());
+        MirrorTap { routes: config.routes.clone(), observe, sender, live }
+    }
+
+    fn route(&self, method: &Method, path_and_query: &str) -> Option<usize> {
+        let path = path_and_query.split('?').next().unwrap_or(path_and_query);
+        self.routes.iter().position(|r| r.method == method.as_str() && r.path == path)
+    }
+
+    fn observed(&self, method: &Method, path_and_query: &str) -> bool {
+        *method == Method::GET
+            && self.observe.as_ref().is_some_and(|rule| outcome::eval_id_from_path(rule, path_and_query).is_some())
+    }
+}
+
+impl Tap for MirrorTap {
+    fn capture(&self, method: &Method, path_and_query: &str) -> bool {
+        self.route(method, path_and_query).is_some() || self.observed(method, path_and_query)
+    }
+
+    fn exchange(&self, exchange: Exchange) {
+        match self.route(&exchange.method, &exchange.path_and_query) {
+            Some(index) => {
+                self.live.submission_seen();
+                if self.sender.try_send(Handoff::Submission(index, exchange)).is_err() {
+                    self.live.submission_dropped();
+                }
+            }
+            // A dropped observation costs nothing but load: the legacy side falls back to polling.
+            None => {
+                let _ = self.sender.try_send(Handoff::Observation(exchange));
+            }
+        }
+    }
+}

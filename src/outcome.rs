@@ -1,0 +1,148 @@
+//! Final outcomes: when a result document is final, how it maps onto the compared shape,
+//! and polling a result endpoint until it is final or the deadline passes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+use crate::config::live::OutcomeRule;
+use crate::http_client::{encode_segment, HttpClient};
+use crate::pointer;
+
+/// True when the document's status (at the rule's pointer) is one of the terminal values.
+pub fn is_terminal(rule: &OutcomeRule, document: &Value) -> bool {
+    let tokens: Vec<&str> = rule.status.iter().map(String::as_str).collect();
+    matches!(pointer::lookup(document, &tokens), Some(Value::String(status)) if rule.terminal.iter().any(|t| t == status))
+}
+
+/// Applies the rule's field mapping; without one the document is kept as it is.
+pub fn map_fields(rule: &OutcomeRule, document: Value) -> Value {
+    if rule.fields.is_empty() {
+        return document;
+    }
+    let mut out = Value::Object(Map::new());
+    for (target, source) in &rule.fields {
+        let source: Vec<&str> = source.iter().map(String::as_str).collect();
+        if let Some(value) = pointer::lookup(&document, &source) {
+            insert(&mut out, target, value.clone());
+        }
+    }
+    out
+}
+
+fn insert(root: &mut Value, target: &[String], value: Value) {
+    let Some((last, parents)) = target.split_last() else {
+        *root = value;
+        return;
+    };
+    let mut current = root;
+    for token in parents {
+        if !current.is_object() {
+            *current = Value::Object(Map::new());
+        }
+        let Value::Object(map) = current else { return };
+        current = map.entry(token.clone()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    if !current.is_object() {
+        *current = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = current {
+        map.insert(last.clone(), value);
+    }
+}
+
+/// The URL of an evaluation's result: base URL + template with `{eval_id}` encoded.
+pub fn result_url(base: &str, rule: &OutcomeRule, eval_id: &str) -> String {
+    format!("{base}{}", rule.url_template.replace("{eval_id}", &encode_segment(eval_id)))
+}
+
+/// If `path` (without query) is the result path of some evaluation, its `eval_id`.
+pub fn eval_id_from_path<'p>(rule: &OutcomeRule, path: &'p str) -> Option<&'p str> {
+    let path = path.split('?').next().unwrap_or(path);
+    let (prefix, suffix) = rule.url_template.split_once("{eval_id}")?;
+    let id = path.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+/// What polling ended with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Polled {
+    /// A final document (mapped), and when it was seen.
+    Final(Value, Instant),
+    /// The deadline passed first; the last problem seen, if any.
+    Lost(Option<String>),
+}
+
+/// GETs the result URL every `rule.interval` until a terminal document or `deadline`.
+/// Errors and non-final answers are retried: only the deadline ends a poll without one.
+pub async fn poll(client: &HttpClient, url: &str, rule: &OutcomeRule, deadline: Instant) -> Polled {
+    let mut last_problem = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Polled::Lost(last_problem);
+        }
+        let budget = (deadline - now).min(Duration::from_secs(30));
+        match client.get(url, budget).await {
+            Ok((status, body)) if status.is_success() => match serde_json::from_slice::<Value>(&body) {
+                Ok(document) if is_terminal(rule, &document) => {
+                    return Polled::Final(map_fields(rule, document), Instant::now());
+                }
+                Ok(_) => {}
+                Err(e) => last_problem = Some(format!("result is not JSON: {e}")),
+            },
+            Ok((status, _)) => last_problem = Some(format!("result endpoint answered {status}")),
+            Err(e) => last_problem = Some(e.to_string()),
+        }
+        let wake = Instant::now() + rule.interval;
+        if wake >= deadline {
+            tokio::time::sleep_until(deadline.into()).await;
+        } else {
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::live::OutcomeMode;
+    use serde_json::json;
+
+    fn rule(fields: &[(&str, &str)]) -> OutcomeRule {
+        let split = |p: &str| p.trim_start_matches('/').split('/').map(String::from).collect::<Vec<_>>();
+        OutcomeRule {
+            mode: OutcomeMode::Poll,
+            url_template: "/evaluations/{eval_id}".into(),
+            interval: Duration::from_millis(10),
+            deadline: Duration::from_secs(1),
+            status: vec!["status".into()],
+            terminal: vec!["completed".into(), "failed".into()],
+            fields: fields.iter().map(|(t, s)| (split(t), split(s))).collect(),
+        }
+    }
+
+    #[test]
+    fn terminal_status_decides() {
+        assert!(is_terminal(&rule(&[]), &json!({"status": "completed"})));
+        assert!(!is_terminal(&rule(&[]), &json!({"status": "queued"})));
+        assert!(!is_terminal(&rule(&[]), &json!({"state": "completed"})));
+    }
+
+    #[test]
+    fn fields_map_onto_the_compared_shape() {
+        let mapped = map_fields(&rule(&[("/stdout", "/result/out"), ("/meta/code", "/exit")]), json!({"result": {"out": "1"}, "exit": 0, "junk": 1}));
+        assert_eq!(mapped, json!({"stdout": "1", "meta": {"code": 0}}));
+        assert_eq!(map_fields(&rule(&[]), json!({"a": 1})), json!({"a": 1}));
+    }
+
+    #[test]
+    fn result_paths_round_trip() {
+        let r = rule(&[]);
+        assert_eq!(result_url("http://h:1", &r, "e 1"), "http://h:1/evaluations/e%201");
+        assert_eq!(eval_id_from_path(&r, "/evaluations/e-1?x=2"), Some("e-1"));
+        assert_eq!(eval_id_from_path(&r, "/evaluations/"), None);
+        assert_eq!(eval_id_from_path(&r, "/evaluations/a/b"), None);
+        assert_eq!(eval_id_from_path(&r, "/other/e-1"), None);
+    }
+}

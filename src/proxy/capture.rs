@@ -1,0 +1,220 @@
+//! Capture as a tee: a body wrapper that passes every frame on at once while copying the
+//! data into a capped buffer, and the bookkeeping that turns two copies into one
+//! [`Exchange`] for the [`Tap`].
+//!
+//! A captured exchange is an [`ExchangeRecord`] that moves along with the request: the
+//! handler holds it inside a [`PendingExchange`] until the legacy response head arrives
+//! (or fails), then it rides inside the response body's [`Tee`] and is delivered when that
+//! body ends, errors or is dropped. Each path consumes the record, so the tap hears of an
+//! exchange exactly once.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::{Method, StatusCode};
+
+use super::tap::{Captured, Exchange, LegacyOutcome, Tap};
+
+/// A body that forwards `B` frame by frame, copying data frames when it has a recorder.
+///
+/// Without a recorder it is a plain pass-through: one branch per frame, no copy.
+pub(crate) struct Tee<B: Body> {
+    inner: B,
+    recorder: Option<Recorder>,
+}
+
+impl<B: Body> Tee<B> {
+    /// Forwards `inner` untouched.
+    pub(crate) fn plain(inner: B) -> Self {
+        Self { inner, recorder: None }
+    }
+
+    /// Forwards `inner` and copies up to `cap` bytes of it; `on_end` gets the copy once.
+    pub(crate) fn recording(inner: B, cap: usize, on_end: OnEnd) -> Self {
+        let recorder = Recorder::new(inner.size_hint(), cap, on_end);
+        Self { inner, recorder: Some(recorder) }
+    }
+}
+
+impl<B> Body for Tee<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(recorder) = this.recorder.as_mut() {
+            match &polled {
+                Poll::Pending => {}
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        recorder.copy(data);
+                    }
+                    // hyper stops polling once `is_end_stream` says so: finish here rather
+                    // than wait for a `None` that may never be asked for.
+                    if this.inner.is_end_stream() {
+                        recorder.finish_complete();
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => recorder.finish(Captured::Failed),
+                Poll::Ready(None) => recorder.finish_complete(),
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Must match the inner hint exactly: hyper compares it with Content-Length.
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body> Drop for Tee<B> {
+    fn drop(&mut self) {
+        // Dropped before a finish was seen. hyper drops bodies that have ended without
+        // polling them (an empty body, a HEAD response): those are complete. Anything else
+        // stopped early because a peer or the stream gave up.
+        if let Some(recorder) = self.recorder.as_mut() {
+            if self.inner.is_end_stream() {
+                recorder.finish_complete();
+            } else {
+                recorder.finish(Captured::Failed);
+            }
+        }
+    }
+}
+
+/// Receives the copy of one body when it is over.
+pub(crate) type OnEnd = Box<dyn FnOnce(Captured) + Send>;
+
+/// The capped copy of one body.
+struct Recorder {
+    buffer: BytesMut,
+    cap: usize,
+    too_large: bool,
+    on_end: Option<OnEnd>,
+}
+
+impl Recorder {
+    fn new(hint: SizeHint, cap: usize, on_end: OnEnd) -> Self {
+        let expected = usize::try_from(hint.lower()).unwrap_or(usize::MAX);
+        let too_large = expected > cap;
+        let buffer = if too_large { BytesMut::new() } else { BytesMut::with_capacity(expected) };
+        Self { buffer, cap, too_large, on_end: Some(on_end) }
+    }
+
+    fn copy(&mut self, data: &Bytes) {
+        if self.too_large || self.on_end.is_none() {
+            return;
+        }
+        if self.buffer.len().saturating_add(data.len()) > self.cap {
+            self.too_large = true;
+            self.buffer = BytesMut::new();
+            return;
+        }
+        self.buffer.extend_from_slice(data);
+    }
+
+    fn finish_complete(&mut self) {
+        let captured = if self.too_large {
+            Captured::TooLarge
+        } else {
+            Captured::Complete(std::mem::take(&mut self.buffer).freeze())
+        };
+        self.finish(captured);
+    }
+
+    fn finish(&mut self, captured: Captured) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(captured);
+        }
+    }
+}
+
+/// Where the request body's copy lands; read when the exchange is delivered.
+pub(crate) type RequestSlot = Arc<OnceLock<Captured>>;
+
+/// Everything known about a captured exchange before its outcome.
+pub(crate) struct ExchangeRecord {
+    tap: Arc<dyn Tap>,
+    method: Method,
+    path_and_query: String,
+    request_body: RequestSlot,
+    received: Instant,
+}
+
+impl ExchangeRecord {
+    /// Starts a record for a request received at `received`.
+    pub(crate) fn new(tap: Arc<dyn Tap>, method: Method, path_and_query: String, received: Instant) -> Self {
+        Self { tap, method, path_and_query, request_body: Arc::new(OnceLock::new()), received }
+    }
+
+    /// The callback for the request body's [`Tee`].
+    pub(crate) fn request_sink(&self) -> OnEnd {
+        let slot = Arc::clone(&self.request_body);
+        Box::new(move |captured| {
+            // A second set cannot happen (the recorder finishes once); ignore it if it did.
+            let _ = slot.set(captured);
+        })
+    }
+
+    /// Time since the request head was received.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.received.elapsed()
+    }
+
+    /// Hands the finished exchange to the tap.
+    pub(crate) fn deliver(self, outcome: LegacyOutcome, submit: Duration) {
+        // A request body that had not ended by now never will for this exchange.
+        let request_body = self.request_body.get().cloned().unwrap_or(Captured::Failed);
+        self.tap.exchange(Exchange {
+            method: self.method,
+            path_and_query: self.path_and_query,
+            request_body,
+            outcome,
+            submit,
+        });
+    }
+
+    /// The callback for the response body's [`Tee`]: delivers the exchange when it ends.
+    pub(crate) fn response_sink(self, status: StatusCode, submit: Duration) -> OnEnd {
+        Box::new(move |body| self.deliver(LegacyOutcome::Response { status, body }, submit))
+    }
+}
+
+/// Holds a captured exchange while the handler waits for the legacy response head, and
+/// delivers it as [`LegacyOutcome::Cancelled`] if the handler is dropped meanwhile (the
+/// client went away).
+pub(crate) struct PendingExchange(Option<ExchangeRecord>);
+
+impl PendingExchange {
+    /// Guards `record` (or nothing, for an exchange that is not captured).
+    pub(crate) fn new(record: Option<ExchangeRecord>) -> Self {
+        Self(record)
+    }
+
+    /// Takes the record out; the guard then does nothing on drop.
+    pub(crate) fn take(&mut self) -> Option<ExchangeRecord> {
+        self.0.take()
+    }
+}
+
+impl Drop for PendingExchange {
+    fn drop(&mut self) {
+        if let Some(record) = self.0.take() {
+            let submit = record.elapsed();
+            record.deliver(LegacyOutcome::Cancelled, submit);
+        }
+    }
+}

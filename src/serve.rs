@@ -1,0 +1,159 @@
+//! `shadowdiff serve`: wires the proxy, the mirror, the shadow, the admin listener and the
+//! recording together, and shuts them down in order.
+//!
+//! Shutdown in three steps: decide (SIGTERM/SIGINT), tell (cancel the token: the proxy
+//! stops accepting and finishes in-flight client requests), wait (pending comparisons, up
+//! to `proxy.shutdown_grace_ms`; what is left is counted as abandoned), then flush the
+//! recording. SIGHUP re-reads the config file and applies its sampling fraction.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::live::{LiveConfig, ShadowKind};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http_client::HttpClient;
+use crate::live::Live;
+use crate::mirror::breaker::Breaker;
+use crate::mirror::sampling::Sampler;
+use crate::mirror::tap::MirrorTap;
+use crate::mirror::Mirror;
+use crate::proxy::{self, ProxyConfig, ProxyStats};
+use crate::record::Recorder;
+use crate::shadow::http::HttpShadow;
+use crate::shadow::Shadow;
+
+/// Runs until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let problems = config.live.serve_problems();
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        bail!("config {} cannot serve:\n{}", config_path.display(), list.join("\n"));
+    }
+    let live_config = Arc::new(config.live.clone());
+    let proxy_listener = TcpListener::bind(live_config.listen)
+        .await
+        .with_context(|| format!("cannot listen on proxy.listen {}", live_config.listen))?;
+    let admin_listener = TcpListener::bind(live_config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen {}", live_config.admin_listen))?;
+
+    let client = HttpClient::default();
+    let shadow = Arc::new(build_shadow(&live_config, client.clone()).await?);
+    let recorder = match &live_config.record {
+        Some(settings) => Some(Arc::new(Recorder::start(settings.clone())?)),
+        None => None,
+    };
+    let live = Arc::new(Live::new(
+        Engine::new(config),
+        Sampler::new(live_config.percent),
+        Breaker::new(live_config.breaker_failures, live_config.breaker_cooldown),
+    ));
+    let mirror = Arc::new(Mirror::new(
+        Arc::clone(&live),
+        Arc::clone(&live_config),
+        Arc::clone(&shadow),
+        client,
+        recorder.clone(),
+    ));
+    let (sender, receiver) = mpsc::channel(live_config.mirror_queue);
+    let tap = Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live)));
+    let proxy_stats = Arc::new(ProxyStats::new());
+    let shutdown = CancellationToken::new();
+
+    let mirror_task = tokio::spawn(Arc::clone(&mirror).run(receiver));
+    let admin_state = Arc::new(AdminState {
+        live: Arc::clone(&live),
+        proxy: Arc::clone(&proxy_stats),
+        mirror: Arc::clone(&mirror),
+        token: live_config.admin_token.clone(),
+        has_queue_depth: matches!(live_config.shadow, ShadowKind::Celery(_)),
+    });
+    let proxy_address = proxy_listener.local_addr()?;
+    let admin_address = admin_listener.local_addr()?;
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, shutdown.clone()));
+    let proxy_config = ProxyConfig {
+        legacy: live_config.legacy_url.clone().unwrap_or_default().parse().context("legacy.url")?,
+        legacy_timeout: live_config.legacy_timeout,
+        via: live_config.via.clone(),
+        forwarded_headers: live_config.forwarded_headers,
+        max_capture_bytes: live_config.max_mirror_body_bytes,
+    };
+    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy_config, tap, proxy_stats, shutdown.clone()));
+    // Tests and scripts read this line to learn the bound ports.
+    println!("LISTENING proxy={proxy_address} admin={admin_address}");
+    tracing::info!(proxy = %proxy_address, admin = %admin_address, "shadowdiff serving");
+
+    wait_for_signal(&config_path, &live).await;
+    tracing::info!("shutting down: no new connections");
+    shutdown.cancel();
+    let grace = live_config.shutdown_grace;
+    match tokio::time::timeout(grace, proxy_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "proxy ended with an error"),
+        Ok(Err(error)) => tracing::warn!(%error, "proxy task failed"),
+        Err(_) => tracing::warn!("client requests still open after the grace period"),
+    }
+    // The proxy is gone, and with it the hand-off's sender: the mirror drains what is left.
+    let tracker = mirror.tracker();
+    let drained = tokio::time::timeout(grace, async {
+        let _ = mirror_task.await;
+        tracker.wait().await;
+    })
+    .await;
+    let abandoned = if drained.is_err() { live.abandon_pending() } else { 0 };
+    admin_task.abort();
+    if let Some(recorder) = recorder {
+        recorder.finish();
+    }
+    let snapshot = live.snapshot();
+    tracing::info!(
+        judged = snapshot.accounting.judged,
+        abandoned,
+        submissions = snapshot.accounting.submissions,
+        "shadowdiff stopped"
+    );
+    Ok(())
+}
+
+async fn build_shadow(config: &LiveConfig, client: HttpClient) -> anyhow::Result<Shadow> {
+    match &config.shadow {
+        ShadowKind::Http { url, timeout, outcome } => {
+            let base = url.clone().unwrap_or_default();
+            Ok(Shadow::Http(HttpShadow::new(client, base, *timeout, outcome.clone())))
+        }
+        ShadowKind::Celery(_) => bail!("shadow.kind = \"celery\" is not available in this build"),
+    }
+}
+
+/// Returns on SIGTERM or SIGINT; applies the config's sampling on SIGHUP meanwhile.
+async fn wait_for_signal(config_path: &PathBuf, live: &Live) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::warn!("cannot install signal handlers; waiting for Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match Config::load(config_path) {
+                Ok(config) => {
+                    live.sampler.set_percent(config.live.percent);
+                    tracing::info!(percent = config.live.percent, "SIGHUP: sampling reloaded");
+                }
+                Err(error) => tracing::warn!(%error, "SIGHUP: config not reloaded"),
+            },
+        }
+    }
+}
+
