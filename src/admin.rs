@@ -55,7 +55,9 @@ impl AdminState {
     fn authorized(&self, request: &Request<Incoming>) -> bool {
         let Some(token) = &self.token else { return true };
         let presented = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        presented.and_then(|v| v.strip_prefix("Bearer ")).is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+        presented
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
     }
 
     /// The live report.
@@ -87,7 +89,9 @@ impl AdminState {
             return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
         match (request.method().clone(), path.as_str()) {
-            (Method::GET, "/report") => reply(StatusCode::OK, "text/html; charset=utf-8", report::html::render(&self.report())),
+            (Method::GET, "/report") => {
+                reply(StatusCode::OK, "text/html; charset=utf-8", report::html::render(&self.report()))
+            }
             (Method::GET, "/report.json") => reply(StatusCode::OK, "application/json", self.report().to_json()),
             (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
             (Method::PUT, "/admin/sampling") => self.set_sampling(request).await,
@@ -103,12 +107,18 @@ impl AdminState {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return json_error(StatusCode::BAD_REQUEST, "body unreadable or over 4 KiB"),
         };
-        let percent = serde_json::from_slice::<serde_json::Value>(&body).ok().and_then(|v| v.get("percent").and_then(|p| p.as_f64()));
+        let percent = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("percent").and_then(|p| p.as_f64()));
         match percent {
             Some(p) if (0.0..=100.0).contains(&p) => {
                 self.live.sampler.set_percent(p);
                 tracing::info!(percent = p, "sampling changed through the admin API");
-                reply(StatusCode::OK, "application/json", serde_json::json!({ "percent": self.live.sampler.percent() }).to_string())
+                reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::json!({ "percent": self.live.sampler.percent() }).to_string(),
+                )
             }
             _ => json_error(StatusCode::BAD_REQUEST, "expected {\"percent\": 0..100}"),
         }

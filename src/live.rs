@@ -208,7 +208,7 @@ impl Live {
     pub fn judged(&self, evaluation: &Evaluation, shadow_retries: u32) -> Verdict {
         let verdict = self.engine.judge(evaluation);
         let mut inner = self.lock();
-        inner.stats.record(evaluation, &verdict, &self.engine.rule_names());
+        inner.stats.record(evaluation, &verdict, self.engine.rule_names());
         inner.accounting.pending = inner.accounting.pending.saturating_sub(1);
         inner.accounting.judged += 1;
         inner.accounting.shadow_retries += u64::from(shadow_retries);

@@ -131,7 +131,10 @@ mod tests {
 
     #[test]
     fn fields_map_onto_the_compared_shape() {
-        let mapped = map_fields(&rule(&[("/stdout", "/result/out"), ("/meta/code", "/exit")]), json!({"result": {"out": "1"}, "exit": 0, "junk": 1}));
+        let mapped = map_fields(
+            &rule(&[("/stdout", "/result/out"), ("/meta/code", "/exit")]),
+            json!({"result": {"out": "1"}, "exit": 0, "junk": 1}),
+        );
         assert_eq!(mapped, json!({"stdout": "1", "meta": {"code": 0}}));
         assert_eq!(map_fields(&rule(&[]), json!({"a": 1})), json!({"a": 1}));
     }

@@ -73,7 +73,9 @@ impl Recorder {
     pub fn record(&self, line: String) {
         let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
         let sent = match sender.as_ref() {
-            Some(sender) => !matches!(sender.try_send(line), Err(TrySendError::Full(_) | TrySendError::Disconnected(_))),
+            Some(sender) => {
+                !matches!(sender.try_send(line), Err(TrySendError::Full(_) | TrySendError::Disconnected(_)))
+            }
             None => false,
         };
         if !sent {
@@ -155,8 +157,7 @@ mod tests {
     fn appends_rotates_and_flushes_on_finish() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rec.jsonl");
-        let recorder =
-            Recorder::start(RecordSettings { path: path.clone(), max_bytes: 4096, keep: 2 }).expect("start");
+        let recorder = Recorder::start(RecordSettings { path: path.clone(), max_bytes: 4096, keep: 2 }).expect("start");
         let line = "x".repeat(1000);
         for _ in 0..10 {
             recorder.record(line.clone());

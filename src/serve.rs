@@ -6,7 +6,7 @@
 //! to `proxy.shutdown_grace_ms`; what is left is counted as abandoned), then flush the
 //! recording. SIGHUP re-reads the config file and applies its sampling fraction.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -134,7 +134,7 @@ async fn build_shadow(config: &LiveConfig, client: HttpClient) -> anyhow::Result
 }
 
 /// Returns on SIGTERM or SIGINT; applies the config's sampling on SIGHUP meanwhile.
-async fn wait_for_signal(config_path: &PathBuf, live: &Live) {
+async fn wait_for_signal(config_path: &Path, live: &Live) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
     else {
@@ -156,4 +156,3 @@ async fn wait_for_signal(config_path: &PathBuf, live: &Live) {
         }
     }
 }
-

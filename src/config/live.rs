@@ -325,7 +325,11 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         "celery" => ShadowKind::Celery(celery(&mut c, raw)),
         other => {
             c.add("shadow.kind", format!("{other:?} is not http or celery"));
-            ShadowKind::Http { url: None, timeout: Duration::ZERO, outcome: c.outcome("shadow.outcome", &s.outcome, false) }
+            ShadowKind::Http {
+                url: None,
+                timeout: Duration::ZERO,
+                outcome: c.outcome("shadow.outcome", &s.outcome, false),
+            }
         }
     };
 

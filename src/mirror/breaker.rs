@@ -49,7 +49,12 @@ impl Breaker {
         Breaker {
             threshold,
             cooldown,
-            inner: Mutex::new(Inner { state: BreakerState::Closed, consecutive_failures: 0, open_until: None, trips: 0 }),
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                consecutive_failures: 0,
+                open_until: None,
+                trips: 0,
+            }),
         }
     }
 
@@ -81,7 +86,9 @@ impl Breaker {
         if failed {
             inner.consecutive_failures += 1;
             let trip = inner.state == BreakerState::HalfOpen
-                || (self.threshold > 0 && inner.consecutive_failures >= self.threshold && inner.state == BreakerState::Closed);
+                || (self.threshold > 0
+                    && inner.consecutive_failures >= self.threshold
+                    && inner.state == BreakerState::Closed);
             if trip {
                 inner.state = BreakerState::Open;
                 inner.open_until = Some(now + self.cooldown);

@@ -215,7 +215,9 @@ impl Mirror {
         let polled = match rule.mode {
             OutcomeMode::Response => {
                 return match serde_json::from_slice::<Value>(response) {
-                    Ok(document) => Side::Ok { submit_ms, outcome_ms: submit_ms, outcome: outcome::map_fields(rule, document) },
+                    Ok(document) => {
+                        Side::Ok { submit_ms, outcome_ms: submit_ms, outcome: outcome::map_fields(rule, document) }
+                    }
                     Err(e) => Side::Error {
                         submit_ms: Some(submit_ms),
                         error: json!({"shadowdiff": format!("legacy response is not JSON: {e}")}),

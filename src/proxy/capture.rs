@@ -82,15 +82,16 @@ where
 
 impl<B: Body> Drop for Tee<B> {
     fn drop(&mut self) {
-        // Dropped before a finish was seen. hyper drops bodies that have ended without
-        // polling them (an empty body, a HEAD response): those are complete. Anything else
-        // stopped early because a peer or the stream gave up.
-        if let Some(recorder) = self.recorder.as_mut() {
-            if self.inner.is_end_stream() {
-                recorder.finish_complete();
-            } else {
-                recorder.finish(Captured::Failed);
-            }
+        let Some(recorder) = self.recorder.as_mut().filter(|recorder| !recorder.is_finished()) else {
+            return;
+        };
+        // hyper drops bodies that ended without polling them (an empty body, a HEAD
+        // response): those are complete. Anything else stopped early because a peer or
+        // the stream gave up.
+        if self.inner.is_end_stream() {
+            recorder.finish_complete();
+        } else {
+            recorder.finish(Captured::Failed);
         }
     }
 }
@@ -114,8 +115,12 @@ impl Recorder {
         Self { buffer, cap, too_large, on_end: Some(on_end) }
     }
 
+    fn is_finished(&self) -> bool {
+        self.on_end.is_none()
+    }
+
     fn copy(&mut self, data: &Bytes) {
-        if self.too_large || self.on_end.is_none() {
+        if self.too_large || self.is_finished() {
             return;
         }
         if self.buffer.len().saturating_add(data.len()) > self.cap {
@@ -216,5 +221,87 @@ impl Drop for PendingExchange {
             let submit = record.elapsed();
             record.deliver(LegacyOutcome::Cancelled, submit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    use super::*;
+
+    type Chunks = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
+
+    fn chunks(parts: &[&'static str]) -> Chunks {
+        let frames: Vec<_> = parts.iter().map(|part| Ok(Frame::data(Bytes::from_static(part.as_bytes())))).collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    /// A sink that remembers what it was given, and how often.
+    fn sink() -> (OnEnd, Arc<Mutex<Vec<Captured>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&seen);
+        (Box::new(move |captured| into.lock().expect("test lock").push(captured)), seen)
+    }
+
+    #[tokio::test]
+    async fn copies_every_frame_and_passes_it_on() {
+        let (on_end, seen) = sink();
+        let tee = Tee::recording(chunks(&["ab", "cd", "e"]), 16, on_end);
+        let forwarded = tee.collect().await.expect("infallible").to_bytes();
+        assert_eq!(forwarded, "abcde");
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::Complete(Bytes::from("abcde"))]);
+    }
+
+    #[tokio::test]
+    async fn over_the_cap_is_too_large_yet_forwarded_whole() {
+        let (on_end, seen) = sink();
+        let tee = Tee::recording(chunks(&["abcd", "efgh", "ij"]), 6, on_end);
+        let forwarded = tee.collect().await.expect("infallible").to_bytes();
+        assert_eq!(forwarded, "abcdefghij");
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::TooLarge]);
+    }
+
+    #[tokio::test]
+    async fn exactly_the_cap_is_complete() {
+        let (on_end, seen) = sink();
+        let tee = Tee::recording(chunks(&["abc", "def"]), 6, on_end);
+        tee.collect().await.expect("infallible");
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::Complete(Bytes::from("abcdef"))]);
+    }
+
+    #[tokio::test]
+    async fn a_known_length_over_the_cap_is_too_large_from_the_start() {
+        let (on_end, seen) = sink();
+        let tee = Tee::recording(Full::new(Bytes::from_static(b"0123456789")), 4, on_end);
+        assert_eq!(tee.collect().await.expect("infallible").to_bytes(), "0123456789");
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::TooLarge]);
+    }
+
+    #[tokio::test]
+    async fn dropped_before_the_end_is_failed_once() {
+        let (on_end, seen) = sink();
+        let mut tee = Tee::recording(chunks(&["ab", "cd"]), 16, on_end);
+        let first = tee.frame().await.expect("a frame").expect("infallible");
+        assert_eq!(first.into_data().expect("data"), "ab");
+        drop(tee);
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::Failed]);
+    }
+
+    #[test]
+    fn an_ended_body_dropped_unpolled_is_complete() {
+        let (on_end, seen) = sink();
+        drop(Tee::recording(Full::new(Bytes::new()), 16, on_end));
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::Complete(Bytes::new())]);
+    }
+
+    #[test]
+    fn a_plain_tee_reports_nothing() {
+        let tee = Tee::plain(Full::new(Bytes::from_static(b"x")));
+        assert_eq!(tee.size_hint().exact(), Some(1));
+        assert!(tee.recorder.is_none());
     }
 }

@@ -191,3 +191,49 @@ fn spawn_connection(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(legacy: &str) -> ProxyConfig {
+        ProxyConfig {
+            legacy: legacy.parse().expect("uri"),
+            legacy_timeout: Duration::from_secs(1),
+            via: Some("1.1 shadowdiff".to_owned()),
+            forwarded_headers: true,
+            max_capture_bytes: 64,
+        }
+    }
+
+    #[test]
+    fn a_plain_http_base_is_accepted() {
+        let target = config("http://127.0.0.1:8000").target().expect("valid");
+        assert_eq!(target.authority.as_str(), "127.0.0.1:8000");
+        assert_eq!(target.via, Some(HeaderValue::from_static("1.1 shadowdiff")));
+        assert!(config("http://api-service:8000/").target().is_ok());
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let message = |config: ProxyConfig| config.target().err().map(|error| error.to_string());
+        assert_eq!(
+            message(config("https://127.0.0.1:8000")).as_deref(),
+            Some("legacy upstream `https://127.0.0.1:8000/` must use the http scheme")
+        );
+        assert_eq!(
+            message(config("http://127.0.0.1:8000/api?x=1")).as_deref(),
+            Some("legacy upstream `http://127.0.0.1:8000/api?x=1` must not have a path or query")
+        );
+        assert_eq!(
+            message(config("/relative")).as_deref(),
+            Some("legacy upstream `/relative` must use the http scheme")
+        );
+        let mut zero = config("http://127.0.0.1:8000");
+        zero.legacy_timeout = Duration::ZERO;
+        assert_eq!(message(zero).as_deref(), Some("legacy timeout must be greater than zero"));
+        let mut bad_via = config("http://127.0.0.1:8000");
+        bad_via.via = Some("1.1 shadow\ndiff".to_owned());
+        assert_eq!(message(bad_via).as_deref(), Some("via `1.1 shadow\ndiff` is not a valid header value"));
+    }
+}

@@ -114,7 +114,11 @@ fn accounting_table(out: &mut String, a: &crate::live::Accounting) {
     }
     out.push_str("</table>\n");
     let verdict = if a.balanced() { "holds" } else { "DOES NOT HOLD" };
-    let _ = writeln!(out, "<p>submissions = judged + pending + abandoned + not mirrored: {verdict}. Celery retries seen: {}.</p>", a.shadow_retries);
+    let _ = writeln!(
+        out,
+        "<p>submissions = judged + pending + abandoned + not mirrored: {verdict}. Celery retries seen: {}.</p>",
+        a.shadow_retries
+    );
 }
 
 fn languages(out: &mut String, report: &Report) {

@@ -62,9 +62,11 @@ impl HttpShadow {
             OutcomeMode::Poll | OutcomeMode::Observe => {
                 let url = outcome::result_url(&self.base, &self.rule, &job.eval_id);
                 match outcome::poll(&self.client, &url, &self.rule, deadline).await {
-                    Polled::Final(document, at) => {
-                        ShadowRun::side(Side::Ok { submit_ms, outcome_ms: ms_between(submitted_at, at), outcome: document })
-                    }
+                    Polled::Final(document, at) => ShadowRun::side(Side::Ok {
+                        submit_ms,
+                        outcome_ms: ms_between(submitted_at, at),
+                        outcome: document,
+                    }),
                     Polled::Lost(_) => ShadowRun::side(Side::Lost {
                         submit_ms: Some(submit_ms),
                         waited_ms: ms_between(submitted_at, Instant::now()),

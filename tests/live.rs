@@ -1,0 +1,286 @@
+//! `shadowdiff serve` with an HTTP shadow, end to end: stand-in upstreams on 127.0.0.1:0,
+//! the real binary in between, and the report, metrics and recording read back.
+
+#[path = "support/evalapi.rs"]
+mod evalapi;
+#[path = "support/sidecar.rs"]
+mod sidecar;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use evalapi::{echo_outcome, Behaviour, EvalApi};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use sidecar::{http_config, send, Sidecar};
+
+const TOKEN: &str = "s3cret";
+
+fn diverging(needle: &'static str) -> Behaviour {
+    Behaviour {
+        outcome: Arc::new(move |id: &str, code: &str| {
+            let mut outcome = echo_outcome(id, code);
+            if code.contains(needle) {
+                outcome["stdout"] = json!("diverged\n");
+            }
+            outcome
+        }),
+        ..Behaviour::default()
+    }
+}
+
+fn totals(report: &Value) -> Value {
+    report["totals"].clone()
+}
+
+fn not_mirrored(report: &Value) -> Value {
+    report["accounting"]["not_mirrored"].clone()
+}
+
+#[tokio::test]
+async fn every_submission_is_judged_and_clients_get_the_legacy_answer() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(diverging("7")).await;
+    let sidecar = Sidecar::start(&http_config(&legacy.url(), &shadow.url(), ""));
+    for i in 0..20 {
+        let reply = sidecar.submit(&format!("e-{i}"), &format!("print({i})")).await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        assert_eq!(reply.body, format!(r#"{{"eval_id":"e-{i}","status":"queued"}}"#));
+    }
+    let report = sidecar.settled(20, None).await;
+    assert_eq!(
+        totals(&report),
+        json!({"evaluations": 20, "match": 18, "equivalent": 0, "mismatch": 2, "shadow_error": 0,
+               "shadow_lost": 0, "legacy_failed": 0, "malformed": 0})
+    );
+    assert_eq!(report["accounting"]["judged"], 20);
+    assert_eq!(report["accounting"]["submissions"], 20);
+    let group = &report["groups"][0];
+    assert_eq!((group["paths"].clone(), group["count"].clone()), (json!(["/stdout"]), json!(2)));
+    assert_eq!(legacy.submissions(), 20);
+    assert_eq!(shadow.submissions(), 20);
+    assert_eq!(report["latency"]["legacy"]["outcome_ms"]["count"], 20);
+}
+
+#[tokio::test]
+async fn a_down_shadow_never_touches_the_client_and_opens_the_breaker() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let extra = "[shadow]\nbreaker_failures = 3\nbreaker_cooldown_ms = 60000\n";
+    let sidecar = Sidecar::start(&http_config(&legacy.url(), &format!("http://{closed}"), extra));
+    for i in 0..10 {
+        let reply = sidecar.submit(&format!("d-{i}"), "print(1)").await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        assert_eq!(reply.body, format!(r#"{{"eval_id":"d-{i}","status":"queued"}}"#));
+        // Let each evaluation finish so the breaker sees the failures in order.
+        sidecar.settled(i + 1, None).await;
+    }
+    let report = sidecar.settled(10, None).await;
+    assert_eq!(report["totals"]["shadow_error"], 3);
+    assert_eq!(not_mirrored(&report), json!({"breaker_open": 7}));
+    let metrics = sidecar.admin_get("/metrics", None).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(text.contains("shadowdiff_breaker_state 1"), "{text}");
+}
+
+#[tokio::test]
+async fn a_shadow_that_never_finishes_is_lost_at_its_deadline() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour { never_done: true, ..Behaviour::default() }).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "")
+        .replace("deadline_ms = 5000\n[admin]", "deadline_ms = 300\n[admin]");
+    let sidecar = Sidecar::start(&config);
+    for i in 0..3 {
+        assert_eq!(sidecar.submit(&format!("l-{i}"), "print(2)").await.status, StatusCode::ACCEPTED);
+    }
+    let report = sidecar.settled(3, None).await;
+    assert_eq!(report["totals"]["shadow_lost"], 3);
+    assert_eq!(report["readiness"]["checks"][3]["name"], "max_lost");
+    assert_eq!(report["readiness"]["checks"][3]["pass"], false);
+}
+
+#[tokio::test]
+async fn a_slow_shadow_does_not_slow_the_client() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour { submit_delay: Duration::from_millis(800), ..Behaviour::default() }).await;
+    let sidecar = Sidecar::start(&http_config(&legacy.url(), &shadow.url(), ""));
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        assert_eq!(sidecar.submit(&format!("s-{i}"), "print(3)").await.status, StatusCode::ACCEPTED);
+    }
+    assert!(started.elapsed() < Duration::from_millis(800), "clients waited for the shadow: {:?}", started.elapsed());
+    let report = sidecar.settled(5, None).await;
+    assert_eq!(report["totals"]["match"], 5);
+}
+
+#[tokio::test]
+async fn observe_mode_takes_the_outcome_from_the_clients_own_polls() {
+    let legacy = EvalApi::start(Behaviour { polls_before_done: 2, ..Behaviour::default() }).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "")
+        .replace("[legacy.outcome]\n", "[legacy.outcome]\nmode = \"observe\"\n");
+    let sidecar = Sidecar::start(&config);
+    sidecar.submit("o-1", "print(5)").await;
+    let client = sidecar::client();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        let reply = send(&client, Method::GET, &sidecar.url("/evaluations/o-1"), &[], "").await;
+        if reply.json()["status"] == "completed" {
+            break;
+        }
+    }
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(report["totals"]["match"], 1);
+    assert_eq!(polls, 3);
+    assert_eq!(legacy.polls(), 3, "shadowdiff added no polls of its own to the legacy system");
+}
+
+#[tokio::test]
+async fn response_mode_and_ids_assigned_by_the_api() {
+    let sync = Behaviour { synchronous: true, assign_ids: true, ..Behaviour::default() };
+    let legacy = EvalApi::start(sync.clone()).await;
+    let shadow = EvalApi::start(sync).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "")
+        .replace("[legacy.outcome]\n", "[legacy.outcome]\nmode = \"response\"\n")
+        .replace("[shadow.outcome]\n", "[shadow.outcome]\nmode = \"response\"\n")
+        .replace("path = \"/evaluations\"\n", "path = \"/evaluations\"\neval_id_from = \"response\"\n");
+    let sidecar = Sidecar::start(&config);
+    let reply = sidecar.submit("ignored", "print(8)").await;
+    assert_eq!(reply.json()["eval_id"], "ev-1");
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(report["totals"]["match"], 1);
+}
+
+#[tokio::test]
+async fn route_extraction_failures_are_counted_by_reason() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let config =
+        http_config(&legacy.url(), &shadow.url(), "").replace("[proxy]\n", "[proxy]\nmax_mirror_body_bytes = 200\n");
+    let sidecar = Sidecar::start(&config);
+    let client = sidecar::client();
+    let url = sidecar.url("/evaluations");
+    let post = |body: String| send(&client, Method::POST, &url, &[], body);
+    assert_eq!(post("not json".into()).await.status, StatusCode::ACCEPTED);
+    post(json!({"eval_id": "m-1", "language": "python"}).to_string()).await;
+    post(json!({"eval_id": "m-2", "code": "print(1)"}).to_string()).await;
+    post(json!({"code": "print(1)", "language": "python"}).to_string()).await;
+    let big = post(json!({"eval_id": "m-3", "code": "x".repeat(500), "language": "python"}).to_string()).await;
+    assert_eq!(big.status, StatusCode::ACCEPTED, "a large body is still forwarded");
+    let report = sidecar.settled(5, None).await;
+    assert_eq!(
+        not_mirrored(&report),
+        json!({"body_not_json": 1, "missing_code": 1, "missing_language": 1, "missing_eval_id": 1, "body_too_large": 1})
+    );
+    assert_eq!(legacy.submissions(), 5);
+    assert_eq!(shadow.submissions(), 0);
+}
+
+#[tokio::test]
+async fn sampling_is_decided_by_eval_id_and_changes_at_run_time() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "[shadow]\npercent = 0\n")
+        .replace("[admin]\n", &format!("[admin]\ntoken = \"{TOKEN}\"\n"));
+    let sidecar = Sidecar::start(&config);
+    for i in 0..4 {
+        sidecar.submit(&format!("p-{i}"), "print(1)").await;
+    }
+    let report = sidecar.settled(4, Some(TOKEN)).await;
+    assert_eq!(not_mirrored(&report), json!({"sampled_out": 4}));
+
+    let client = sidecar::client();
+    let url = sidecar.admin_url("/admin/sampling");
+    let unauthorized = send(&client, Method::PUT, &url, &[], r#"{"percent": 100}"#).await;
+    assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
+    let auth = format!("Bearer {TOKEN}");
+    let changed = send(&client, Method::PUT, &url, &[("authorization", &auth)], r#"{"percent": 100}"#).await;
+    assert_eq!(changed.json(), json!({"percent": 100.0}));
+    let bad = send(&client, Method::PUT, &url, &[("authorization", &auth)], r#"{"percent": 101}"#).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    for i in 4..8 {
+        sidecar.submit(&format!("p-{i}"), "print(1)").await;
+    }
+    let report = sidecar.settled(8, Some(TOKEN)).await;
+    assert_eq!(report["totals"]["match"], 4);
+    assert_eq!(shadow.submissions(), 4);
+}
+
+#[tokio::test]
+async fn admin_token_protects_all_but_healthz_and_metrics_have_the_dashboard_names() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let config =
+        http_config(&legacy.url(), &shadow.url(), "").replace("[admin]\n", &format!("[admin]\ntoken = \"{TOKEN}\"\n"));
+    let sidecar = Sidecar::start(&config);
+    sidecar.submit("t-1", "print(1)").await;
+    sidecar.settled(1, Some(TOKEN)).await;
+    assert_eq!(sidecar.admin_get("/healthz", None).await.status, StatusCode::OK);
+    for path in ["/report", "/report.json", "/metrics"] {
+        assert_eq!(sidecar.admin_get(path, None).await.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(sidecar.admin_get(path, Some("wrong")).await.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(sidecar.admin_get(path, Some(TOKEN)).await.status, StatusCode::OK, "{path}");
+    }
+    let metrics = sidecar.admin_get("/metrics", Some(TOKEN)).await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for line in [
+        "tasks_submitted_total{queue_system=\"legacy\"} 1",
+        "tasks_submitted_total{queue_system=\"celery\"} 1",
+        "tasks_completed_total{queue_system=\"legacy\"} 1",
+        "task_duration_seconds_count{queue_system=\"celery\"} 1",
+        "legacy_tasks_submitted_total 1",
+        "celery_tasks_submitted_total 1",
+        "shadowdiff_comparisons_total{verdict=\"match\",language=\"python\"} 1",
+        "shadowdiff_pending 0",
+        "shadowdiff_in_flight 0",
+        "shadowdiff_breaker_state 0",
+        "shadowdiff_sampling_percent 100",
+        "shadowdiff_proxy_requests_total 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    let html = sidecar.admin_get("/report", Some(TOKEN)).await;
+    let page = String::from_utf8_lossy(&html.body);
+    assert!(page.contains("Every submission accounted for") && page.contains("holds"), "{page}");
+}
+
+#[tokio::test]
+async fn the_in_flight_cap_bounds_mirrored_work() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour { submit_delay: Duration::from_millis(500), ..Behaviour::default() }).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "[shadow]\nmax_in_flight = 2\n");
+    let sidecar = Sidecar::start(&config);
+    for i in 0..6 {
+        sidecar.submit(&format!("c-{i}"), "print(1)").await;
+    }
+    let report = sidecar.settled(6, None).await;
+    assert_eq!(report["accounting"]["judged"], 2);
+    assert_eq!(not_mirrored(&report), json!({"in_flight_cap": 4}));
+}
+
+#[tokio::test]
+async fn shutdown_finishes_pending_work_and_flushes_the_recording() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour { polls_before_done: 10, ..Behaviour::default() }).await;
+    let record_dir = tempfile::tempdir().expect("tempdir");
+    let record = record_dir.path().join("live.jsonl");
+    let extra = format!("[record]\npath = \"{}\"\n", record.display());
+    let mut sidecar = Sidecar::start(&http_config(&legacy.url(), &shadow.url(), &extra));
+    for i in 0..5 {
+        sidecar.submit(&format!("r-{i}"), &format!("print({i})")).await;
+    }
+    let status = sidecar.stop();
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&record).expect("recording");
+    assert_eq!(text.lines().count(), 5, "pending comparisons finished within the grace period");
+    let first: Value = serde_json::from_str(text.lines().next().expect("line")).expect("fixture line");
+    assert_eq!(first["v"], 1);
+    assert_eq!(first["request"]["code"]["redacted"], true, "recording applies redaction");
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["replay", "--strict"])
+        .arg(&record)
+        .output()
+        .expect("replay");
+    assert!(String::from_utf8_lossy(&replay.stdout).contains("shadowdiff: 5 evaluations, 0 malformed lines"));
+}
