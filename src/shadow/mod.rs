@@ -2,7 +2,7 @@
 //!
 //! Two kinds share one interface, so that sampling, bounding, correlation, deadlines,
 //! comparison, report and recording are built once: a second HTTP upstream ([`http`]), or
-//! Celery tasks written straight into Redis ([`celery`]).
+//! Celery tasks written straight into Redis (`celery`).
 
 pub mod http;
 
