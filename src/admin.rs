@@ -32,8 +32,8 @@ pub struct AdminState {
     pub mirror: Arc<Mirror>,
     /// Required bearer token, if any.
     pub token: Option<String>,
-    /// Whether the shadow reports a queue depth (Celery).
-    pub has_queue_depth: bool,
+    /// The shadow, for its submission count and queue depth.
+    pub shadow: Arc<crate::shadow::Shadow>,
 }
 
 type Body = Full<Bytes>;
@@ -69,10 +69,9 @@ impl AdminState {
     }
 
     fn metrics(&self) -> String {
-        let gauges = &self.live.gauges;
         let live = LiveGauges {
-            shadow_submitted: gauges.shadow_submitted.load(std::sync::atomic::Ordering::Relaxed),
-            queue_depth: self.has_queue_depth.then(|| gauges.queue_depth.load(std::sync::atomic::Ordering::Relaxed)),
+            shadow_submitted: self.shadow.submitted(),
+            queue_depth: self.shadow.queue_depth(),
             in_flight: self.mirror.in_flight() as u64,
             breaker_state: self.live.breaker.state().as_gauge(),
             sampling_percent: self.live.sampler.percent(),

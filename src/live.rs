@@ -6,7 +6,7 @@
 //! atomics. Readers render from a [`Snapshot`], never from live state.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
@@ -115,21 +115,6 @@ struct Inner {
     accounting: Accounting,
 }
 
-/// Counters read by `/metrics` that are not part of the report.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    /// Submissions forwarded to the legacy upstream.
-    pub legacy_submitted: AtomicU64,
-    /// Tasks written to the shadow.
-    pub shadow_submitted: AtomicU64,
-    /// Last sampled Celery queue depth.
-    pub queue_depth: AtomicU64,
-    /// Mirroring paused because the queue is too deep.
-    pub paused_by_depth: AtomicBool,
-    /// Mirroring paused because the shadow is unavailable.
-    pub shadow_unavailable: AtomicBool,
-}
-
 /// The shared live state.
 pub struct Live {
     engine: Engine,
@@ -137,8 +122,6 @@ pub struct Live {
     pub sampler: Sampler,
     /// The failure breaker.
     pub breaker: Breaker,
-    /// Counters outside the report.
-    pub gauges: Gauges,
     // Lock-free counters for the tap, which runs on the client's path.
     seen: AtomicU64,
     dropped: AtomicU64,
@@ -155,7 +138,6 @@ impl Live {
             engine,
             sampler,
             breaker,
-            gauges: Gauges::default(),
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),

@@ -27,6 +27,7 @@ use crate::mirror::tap::MirrorTap;
 use crate::mirror::Mirror;
 use crate::proxy::{self, ProxyConfig, ProxyStats};
 use crate::record::Recorder;
+use crate::shadow::celery::CeleryShadow;
 use crate::shadow::http::HttpShadow;
 use crate::shadow::Shadow;
 
@@ -46,7 +47,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on admin.listen {}", live_config.admin_listen))?;
 
     let client = HttpClient::default();
-    let shadow = Arc::new(build_shadow(&live_config, client.clone()).await?);
+    let shutdown = CancellationToken::new();
+    let shadow = Arc::new(build_shadow(&live_config, client.clone(), shutdown.clone()).await?);
     let recorder = match &live_config.record {
         Some(settings) => Some(Arc::new(Recorder::start(settings.clone())?)),
         None => None,
@@ -66,7 +68,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (sender, receiver) = mpsc::channel(live_config.mirror_queue);
     let tap = Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live)));
     let proxy_stats = Arc::new(ProxyStats::new());
-    let shutdown = CancellationToken::new();
 
     let mirror_task = tokio::spawn(Arc::clone(&mirror).run(receiver));
     let admin_state = Arc::new(AdminState {
@@ -74,7 +75,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         proxy: Arc::clone(&proxy_stats),
         mirror: Arc::clone(&mirror),
         token: live_config.admin_token.clone(),
-        has_queue_depth: matches!(live_config.shadow, ShadowKind::Celery(_)),
+        shadow: Arc::clone(&shadow),
     });
     let proxy_address = proxy_listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
@@ -123,13 +124,20 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build_shadow(config: &LiveConfig, client: HttpClient) -> anyhow::Result<Shadow> {
+async fn build_shadow(config: &LiveConfig, client: HttpClient, shutdown: CancellationToken) -> anyhow::Result<Shadow> {
     match &config.shadow {
         ShadowKind::Http { url, timeout, outcome } => {
             let base = url.clone().unwrap_or_default();
             Ok(Shadow::Http(HttpShadow::new(client, base, *timeout, outcome.clone())))
         }
-        ShadowKind::Celery(_) => bail!("shadow.kind = \"celery\" is not available in this build"),
+        ShadowKind::Celery(settings) => {
+            // Redis may be down at start: the shadow then pauses and resumes by itself,
+            // but a broker URL that cannot even be parsed stops `serve` here.
+            let shadow = CeleryShadow::connect((**settings).clone(), shutdown)
+                .await
+                .with_context(|| format!("cannot reach the Celery broker {}", settings.broker_url))?;
+            Ok(Shadow::Celery(shadow))
+        }
     }
 }
 

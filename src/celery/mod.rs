@@ -54,11 +54,13 @@
 
 #![warn(missing_docs)]
 
+pub mod broker;
 mod isotime;
 mod message;
 mod pyjson;
 mod pyrepr;
 mod result;
+mod results;
 mod revoke;
 mod validate;
 

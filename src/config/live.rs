@@ -121,7 +121,7 @@ pub enum ShadowKind {
         outcome: OutcomeRule,
     },
     /// Celery tasks written into Redis.
-    Celery(CelerySettings),
+    Celery(Box<CelerySettings>),
 }
 
 /// `[shadow.celery]`, validated.
@@ -147,8 +147,9 @@ pub struct CelerySettings {
     pub soft_time_limit: Option<Duration>,
     /// Hard time limit.
     pub time_limit: Option<Duration>,
-    /// How long to wait for a result before `lost`.
-    pub deadline: Duration,
+    /// How long to wait for a result before `lost` (`[shadow.outcome] deadline_ms`), how
+    /// often to re-read it (`interval_ms`), and the field mapping (`fields`).
+    pub outcome: OutcomeRule,
     /// Delete result keys after reading.
     pub delete_results: bool,
     /// Pause mirroring above this queue depth.
@@ -322,7 +323,7 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
             timeout: Duration::from_millis(s.http.timeout_ms),
             outcome: c.outcome("shadow.outcome", &s.outcome, false),
         },
-        "celery" => ShadowKind::Celery(celery(&mut c, raw)),
+        "celery" => ShadowKind::Celery(Box::new(celery(&mut c, raw))),
         other => {
             c.add("shadow.kind", format!("{other:?} is not http or celery"));
             ShadowKind::Http {
@@ -397,7 +398,7 @@ fn celery(c: &mut Checker<'_>, raw: &RawConfig) -> CelerySettings {
         expires: c.seconds("shadow.celery.expires_s", k.expires_s),
         soft_time_limit: c.seconds("shadow.celery.soft_time_limit_s", k.soft_time_limit_s),
         time_limit: c.seconds("shadow.celery.time_limit_s", k.time_limit_s),
-        deadline: Duration::from_millis(raw.shadow.outcome.deadline_ms),
+        outcome: c.outcome("shadow.outcome", &raw.shadow.outcome, false),
         delete_results: k.delete_results,
         max_queue_depth: k.max_queue_depth,
         revoke_lost: k.revoke_lost,

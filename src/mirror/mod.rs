@@ -183,9 +183,6 @@ impl Mirror {
                 return;
             }
         };
-        if shadow.submit_ms().is_some() {
-            self.live.gauges.shadow_submitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
         let shadow_failed = !matches!(shadow, Side::Ok { .. });
         let evaluation = Evaluation {
             v: FORMAT_VERSION,

@@ -1,6 +1,7 @@
 //! The HTTP shadow: a copy of `api-service` (configured to use Celery) that receives the
 //! same submission; its outcome is polled or read from its response like the legacy one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -16,6 +17,7 @@ const ERROR_BODY_BYTES: usize = 512;
 
 /// A second HTTP upstream.
 pub struct HttpShadow {
+    submitted: AtomicU64,
     client: HttpClient,
     base: String,
     timeout: Duration,
@@ -25,7 +27,12 @@ pub struct HttpShadow {
 impl HttpShadow {
     /// A shadow at `base` (e.g. `http://127.0.0.1:8001`).
     pub fn new(client: HttpClient, base: String, timeout: Duration, rule: OutcomeRule) -> HttpShadow {
-        HttpShadow { client, base, timeout, rule }
+        HttpShadow { submitted: AtomicU64::new(0), client, base, timeout, rule }
+    }
+
+    /// Submissions it accepted (any HTTP answer).
+    pub fn submitted(&self) -> u64 {
+        self.submitted.load(Ordering::Relaxed)
     }
 
     /// Submits the job and waits for its final outcome.
@@ -39,6 +46,7 @@ impl HttpShadow {
             }
         };
         let submit_ms = ms_between(submitted_at, Instant::now());
+        self.submitted.fetch_add(1, Ordering::Relaxed);
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)]).into_owned();
             return ShadowRun::side(Side::Error {

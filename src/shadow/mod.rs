@@ -2,8 +2,9 @@
 //!
 //! Two kinds share one interface, so that sampling, bounding, correlation, deadlines,
 //! comparison, report and recording are built once: a second HTTP upstream ([`http`]), or
-//! Celery tasks written straight into Redis (`celery`).
+//! Celery tasks written straight into Redis ([`celery`]).
 
+pub mod celery;
 pub mod http;
 
 use std::time::Instant;
@@ -57,6 +58,8 @@ impl ShadowRun {
 pub enum Shadow {
     /// A second HTTP upstream.
     Http(http::HttpShadow),
+    /// Celery over Redis.
+    Celery(celery::CeleryShadow),
 }
 
 impl Shadow {
@@ -64,12 +67,32 @@ impl Shadow {
     pub async fn run(&self, job: &Job) -> ShadowRun {
         match self {
             Shadow::Http(shadow) => shadow.run(job).await,
+            Shadow::Celery(shadow) => shadow.run(job).await,
         }
     }
 
-    /// Whether mirroring should pause now (e.g. the Celery queue is too deep).
+    /// Whether mirroring should pause now (the Celery queue too deep, Redis down).
     pub fn paused(&self) -> Option<crate::live::NotMirrored> {
-        None
+        match self {
+            Shadow::Http(_) => None,
+            Shadow::Celery(shadow) => shadow.paused(),
+        }
+    }
+
+    /// Submissions the shadow accepted.
+    pub fn submitted(&self) -> u64 {
+        match self {
+            Shadow::Http(shadow) => shadow.submitted(),
+            Shadow::Celery(shadow) => shadow.gauges.submitted.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The Celery queue depth, for a Celery shadow.
+    pub fn queue_depth(&self) -> Option<u64> {
+        match self {
+            Shadow::Http(_) => None,
+            Shadow::Celery(shadow) => Some(shadow.gauges.queue_depth.load(std::sync::atomic::Ordering::Relaxed)),
+        }
     }
 }
 

@@ -1,0 +1,278 @@
+//! Moving Celery messages through Redis: the IO edge of the Celery shadow.
+//!
+//! [`CeleryBroker`] `LPUSH`es the task envelopes that [`encode_task`](super::encode_task)
+//! builds into the broker, so that unmodified Celery workers run them, and reads their
+//! outcomes from the Redis result backend (reference §5): it subscribes to the task's
+//! result channel on one pub/sub connection shared by every waiter, and also `GET`s the
+//! result key right after subscribing and then at a fixed interval, so that a result
+//! published before the subscription or during a pub/sub reconnect is never taken for a
+//! lost task. It understands no byte it moves: encoding, validation and parsing are the
+//! pure functions of [`crate::celery`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use shadowdiff::celery::broker::{BrokerConfig, CeleryBroker, WaitOutcome};
+//! use shadowdiff::celery::{encode_task, PriorityLayout, TaskSpec};
+//!
+//! let config = BrokerConfig {
+//!     broker_url: "redis://127.0.0.1:6379/0".into(),
+//!     result_url: "redis://127.0.0.1:6379/0".into(),
+//!     queue: "shadow".into(),
+//!     layout: PriorityLayout::default(),
+//!     delete_results: true,
+//!     result_poll_interval: Duration::from_millis(500),
+//! };
+//! let broker = CeleryBroker::connect(config).await?;
+//! let task = encode_task(&TaskSpec::new("evaluate", "shadow"), &PriorityLayout::default())?;
+//! let waiter = broker.submit(&task).await?;
+//! match waiter.wait(Duration::from_secs(30)).await? {
+//!     WaitOutcome::Final { result, retries_seen } => println!("{} after {retries_seen} retries", result.state.status()),
+//!     WaitOutcome::Lost { last_state, .. } => println!("lost (last seen: {last_state:?})"),
+//! }
+//! # Ok(()) }
+//! ```
+
+use super::results::{Hub, ResultReader};
+use super::{encode_revoke, validate_envelope, EncodedTask, PriorityLayout, RevokeRequest, WireError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::AsyncCommands as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use super::results::{BrokerStats, WaitOutcome, Waiter};
+
+/// Names the Redis that failed in a [`BrokerError`]: the one holding the task queues.
+pub const BROKER: &str = "broker";
+/// Names the Redis that failed in a [`BrokerError`]: the one holding task results.
+pub const RESULT_BACKEND: &str = "result backend";
+
+/// How long opening a connection to Redis may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one command may wait for its reply. None of ours blocks on the server side
+/// (no `BRPOP`), so a slower reply means Redis or the network is in trouble.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the broker and result backend are, and how results are read.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Redis holding the task queues, `redis://[:password@]host:port/db`. Its db number
+    /// also names the revoke channel (`/<db>.celery.pidbox`).
+    pub broker_url: String,
+    /// Redis holding the results (Celery's `result_backend`); may equal `broker_url`,
+    /// in which case one connection serves both.
+    pub result_url: String,
+    /// The queue the workers consume (`-Q`); [`CeleryBroker::queue_depth`] measures it.
+    pub queue: String,
+    /// kombu's priority layout, as configured on the workers.
+    pub layout: PriorityLayout,
+    /// Delete a result key once its final state is read, instead of leaving it to
+    /// Celery's expiry (a day by default): shadow results are of no use to anyone else.
+    pub delete_results: bool,
+    /// Time between two `GET`s of a result key while its task runs: the safety net under
+    /// pub/sub, bounding how late a missed publish is noticed. Values under 10 ms count
+    /// as 10 ms.
+    pub result_poll_interval: Duration,
+}
+
+/// What went wrong talking to Redis, or with what was read from it.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A URL in the config is not a Redis URL (the URL itself is left out: it may hold a
+    /// password).
+    #[error("invalid {which} URL: {source}")]
+    BadUrl {
+        /// [`BROKER`] or [`RESULT_BACKEND`].
+        which: &'static str,
+        /// The parser's error.
+        source: redis::RedisError,
+    },
+
+    /// Redis could not be reached, or refused a command.
+    #[error("{which} unavailable ({action}): {source}")]
+    Unavailable {
+        /// [`BROKER`] or [`RESULT_BACKEND`].
+        which: &'static str,
+        /// The command and key, e.g. `LPUSH "shadow"`.
+        action: String,
+        /// The client's error.
+        source: redis::RedisError,
+    },
+
+    /// A message was refused before it was sent, because a worker would crash on it,
+    /// wedge on it or lose it (reference §3); nothing was pushed.
+    #[error("refused to send an invalid message: {0}")]
+    InvalidMessage(#[source] WireError),
+
+    /// A task with this id is already being waited for through this client; a second
+    /// message would share its result key, so it was not pushed.
+    #[error("task {task_id} is already being waited for")]
+    AlreadyWaiting {
+        /// The task id.
+        task_id: String,
+    },
+
+    /// The result backend holds a value for the task that is not a Celery result.
+    #[error("unreadable result for task {task_id}: {source}")]
+    BadResult {
+        /// The task id.
+        task_id: String,
+        /// What is wrong with the value.
+        source: WireError,
+    },
+}
+
+impl BrokerError {
+    /// An [`Unavailable`](BrokerError::Unavailable) error builder for `which` and `action`.
+    pub(super) fn unavailable(which: &'static str, action: String) -> impl FnOnce(redis::RedisError) -> Self {
+        move |source| BrokerError::Unavailable { which, action, source }
+    }
+}
+
+/// A client of one Celery broker and result backend on Redis. Cheap to clone: clones
+/// share the connections, the pub/sub dispatcher and its waiters.
+///
+/// It holds a reconnecting multiplexed connection to each Redis (one when both URLs are
+/// equal) and one pub/sub connection to the result backend, which a background task
+/// reads and reopens when it drops. The task stops, and the connections close, when the
+/// last clone and the last [`Waiter`] are dropped.
+#[derive(Clone)]
+pub struct CeleryBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: String,
+    layout: PriorityLayout,
+    broker: ConnectionManager,
+    /// Database number of the broker, part of the revoke channel's name.
+    broker_db: u32,
+    reader: ResultReader,
+}
+
+impl std::fmt::Debug for CeleryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CeleryBroker")
+            .field("queue", &self.inner.queue)
+            .field("broker_db", &self.inner.broker_db)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CeleryBroker {
+    /// Connects to the broker and the result backend and opens the shared pub/sub
+    /// connection; fails (within a few seconds) if either Redis cannot be reached.
+    pub async fn connect(config: BrokerConfig) -> Result<CeleryBroker, BrokerError> {
+        let broker_client = open_client(&config.broker_url, BROKER)?;
+        let result_client = open_client(&config.result_url, RESULT_BACKEND)?;
+        let broker_db =
+            u32::try_from(broker_client.get_connection_info().redis.db).map_err(|_| BrokerError::BadUrl {
+                which: BROKER,
+                source: (redis::ErrorKind::InvalidClientConfig, "the database number is negative").into(),
+            })?;
+        let broker = manager(broker_client, BROKER).await?;
+        let results = if config.result_url == config.broker_url {
+            broker.clone()
+        } else {
+            manager(result_client.clone(), RESULT_BACKEND).await?
+        };
+        let hub = Hub::start(result_client).await?;
+        let reader = ResultReader::new(hub, results, config.delete_results, config.result_poll_interval);
+        Ok(CeleryBroker {
+            inner: Arc::new(Inner { queue: config.queue, layout: config.layout, broker, broker_db, reader }),
+        })
+    }
+
+    /// Sends one task: validates the envelope (an invalid one is refused with the
+    /// validator's error and never pushed), subscribes to the task's result channel,
+    /// then `LPUSH`es the envelope onto `task.list_key`. The returned [`Waiter`] owns the
+    /// subscription; drop it to give it up.
+    ///
+    /// If the pub/sub connection is down at that moment the task is still pushed: the
+    /// dispatcher subscribes again when it reconnects, and the waiter's `GET`s find the
+    /// result meanwhile.
+    pub async fn submit(&self, task: &EncodedTask) -> Result<Waiter, BrokerError> {
+        validate_envelope(task.envelope.as_bytes()).map_err(BrokerError::InvalidMessage)?;
+        let mut waiter = self.inner.reader.register(&task.task_id)?;
+        waiter.subscribe().await;
+        let mut broker = self.inner.broker.clone();
+        let _: u64 = broker
+            .lpush(&task.list_key, &task.envelope)
+            .await
+            .map_err(BrokerError::unavailable(BROKER, format!("LPUSH {:?}", task.list_key)))?;
+        tracing::trace!(task_id = %task.task_id, list_key = ?task.list_key, "task pushed");
+        Ok(waiter)
+    }
+
+    /// How many messages wait in the queue, over all its priority lists (one `LLEN` each,
+    /// in one pipeline). Messages a worker has already taken (running, or prefetched and
+    /// held in `unacked`) are not counted.
+    pub async fn queue_depth(&self) -> Result<u64, BrokerError> {
+        let keys = self.inner.layout.keys(&self.inner.queue);
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.llen(key);
+        }
+        let mut broker = self.inner.broker.clone();
+        let lengths: Vec<u64> =
+            pipe.query_async(&mut broker).await.map_err(BrokerError::unavailable(BROKER, format!("LLEN {keys:?}")))?;
+        Ok(lengths.iter().sum())
+    }
+
+    /// Broadcasts a revoke of `task_id` to the workers (without terminating it if it
+    /// already runs) and returns how many subscribers received the broadcast, one per
+    /// live worker on this broker database.
+    ///
+    /// **0 means no worker was listening: the revoke went nowhere**, and a worker started
+    /// later will run the task anyway (reference §6). A worker that receives it stores a
+    /// REVOKED result at once if the task has not started, and discards the message when
+    /// it arrives.
+    pub async fn revoke(&self, task_id: &str) -> Result<u32, BrokerError> {
+        let request = RevokeRequest::new(vec![task_id.to_owned()], false, self.inner.broker_db);
+        let revoke = encode_revoke(&request).map_err(BrokerError::InvalidMessage)?;
+        let mut broker = self.inner.broker.clone();
+        broker
+            .publish(&revoke.channel, &revoke.envelope)
+            .await
+            .map_err(BrokerError::unavailable(BROKER, format!("PUBLISH {:?}", revoke.channel)))
+    }
+
+    /// Checks that the broker and the result backend answer `PING`. The pub/sub
+    /// connection is not part of it: while it reconnects, results are still read by
+    /// polling ([`stats`](Self::stats) tells whether it is up).
+    pub async fn ping(&self) -> Result<(), BrokerError> {
+        let mut broker = self.inner.broker.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut broker)
+            .await
+            .map_err(BrokerError::unavailable(BROKER, "PING".into()))?;
+        self.inner.reader.ping().await
+    }
+
+    /// A snapshot of the pub/sub dispatcher's state.
+    pub fn stats(&self) -> BrokerStats {
+        self.inner.reader.stats()
+    }
+}
+
+fn open_client(url: &str, which: &'static str) -> Result<redis::Client, BrokerError> {
+    redis::Client::open(url).map_err(|source| BrokerError::BadUrl { which, source })
+}
+
+/// A reconnecting multiplexed connection that fails fast.
+///
+/// redis-rs 0.27 hands `set_factor` to backon as the *multiplier* of a delay that starts
+/// at 1 s (redis-rs issues #1556, #1830): its defaults retry 6 times up to 60 s apart, so
+/// an unreachable Redis would hold `connect` and every command for minutes. One retry,
+/// capped at 1 s, makes a command fail within a few seconds instead, and the next one
+/// tries again.
+async fn manager(client: redis::Client, which: &'static str) -> Result<ConnectionManager, BrokerError> {
+    let config = ConnectionManagerConfig::new()
+        .set_factor(2)
+        .set_max_delay(1000)
+        .set_number_of_retries(1)
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    ConnectionManager::new_with_config(client, config).await.map_err(BrokerError::unavailable(which, "connect".into()))
+}

@@ -1,0 +1,542 @@
+//! Waiting for task results (reference §5): one pub/sub connection shared by every
+//! waiter, with `GET` polling underneath.
+//!
+//! A worker writes each state of a task with `SETEX celery-task-meta-<id>` and publishes
+//! the same bytes on the channel of that name. A [`Waiter`] subscribes before its task is
+//! pushed and returns on the first final state (SUCCESS, FAILURE, REVOKED). Pub/sub alone
+//! is not enough: a publish is missed if it happens before the subscription (a result
+//! already stored for a reused id) or while the connection is down, so the waiter also
+//! `GET`s the key right after subscribing, at every poll interval, and once more at its
+//! deadline.
+//!
+//! The [`Hub`] owns the pub/sub connection. A background task reads it and hands each
+//! message to the waiter registered for that task id; when the connection drops it opens
+//! a new one and subscribes again to the channels of the current waiters.
+
+use super::broker::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
+use super::{parse_result, result_key, task_id_from_channel, TaskResult};
+use futures_util::StreamExt as _;
+use redis::aio::{ConnectionManager, PubSub, PubSubSink};
+use redis::AsyncCommands as _;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, timeout, Instant, MissedTickBehavior};
+
+/// How long a `SUBSCRIBE` or `UNSUBSCRIBE` may wait for its reply before the waiter goes
+/// on relying on polling.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages buffered per waiter. A task writes a handful of states; if a waiter is so far
+/// behind that its buffer is full, the message is dropped and its polling sees the value.
+const WAITER_BUFFER: usize = 8;
+/// The shortest result poll interval.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Delays between attempts to reopen the pub/sub connection.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// A connection that lived this long resets the reconnect delay.
+const STABLE_CONNECTION: Duration = Duration::from_secs(10);
+/// Distinct non-final values a waiter remembers to tell new states from repeated ones.
+const REMEMBERED_VALUES: usize = 64;
+
+/// What waiting for a task came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaitOutcome {
+    /// The task reached SUCCESS, FAILURE or REVOKED.
+    Final {
+        /// The final result as stored.
+        result: TaskResult,
+        /// How many distinct RETRY states were seen before it.
+        retries_seen: u32,
+    },
+    /// No final state before the deadline: the task is queued, running, retrying, or
+    /// gone (no worker, a worker killed mid-task, `ignore_result`).
+    Lost {
+        /// The last non-final status seen (`STARTED`, `RETRY`, ...), `None` if the result
+        /// key never existed (PENDING).
+        last_state: Option<String>,
+        /// How many distinct RETRY states were seen.
+        retries_seen: u32,
+    },
+}
+
+/// A snapshot of the result pub/sub dispatcher, for health reports and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokerStats {
+    /// Whether the pub/sub connection is up (if not, results are only polled).
+    pub pubsub_connected: bool,
+    /// Pub/sub connections opened so far: 1 plus the number of reconnections.
+    pub pubsub_connects: u64,
+    /// Tasks currently waited for.
+    pub waiters: usize,
+}
+
+/// The shared pub/sub connection and the waiters it serves.
+pub(super) struct Hub {
+    /// A `std::sync::Mutex`: it is only held to insert, remove or look up one waiter or to
+    /// swap the sink, never across an `.await`, so it is held for microseconds and an
+    /// async mutex would only add cost.
+    state: Mutex<HubState>,
+    /// Pub/sub connections opened so far.
+    connects: AtomicU64,
+    /// The dispatcher task, stopped when the hub is dropped.
+    dispatcher: OnceLock<tokio::task::AbortHandle>,
+}
+
+struct HubState {
+    /// Task id → the waiter's channel. One waiter per id.
+    waiters: HashMap<String, Registration>,
+    /// Sends `SUBSCRIBE`s on the current connection; `None` while reconnecting.
+    sink: Option<PubSubSink>,
+    /// Tells registrations of one id apart, so a late deregistration cannot remove a
+    /// newer waiter.
+    next_token: u64,
+}
+
+struct Registration {
+    token: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl Hub {
+    /// Opens the pub/sub connection to the result backend and starts the dispatcher.
+    pub(super) async fn start(client: redis::Client) -> Result<Arc<Hub>, BrokerError> {
+        let pubsub = open_pubsub(&client).await?;
+        let hub = Arc::new(Hub {
+            state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0 }),
+            connects: AtomicU64::new(0),
+            dispatcher: OnceLock::new(),
+        });
+        let task = tokio::spawn(dispatch(Arc::downgrade(&hub), client, pubsub));
+        // Set once, here, before anyone else sees the hub.
+        let _ = hub.dispatcher.set(task.abort_handle());
+        Ok(hub)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // No code panics while holding the lock, so a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes `sink` the current connection and returns the channels to subscribe again.
+    fn install(&self, sink: PubSubSink) -> Vec<String> {
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        state.sink = Some(sink);
+        state.waiters.keys().map(|id| result_key(id)).collect()
+    }
+
+    fn uninstall(&self) {
+        self.lock().sink = None;
+    }
+
+    /// Hands a published value to the waiter of its task, if any.
+    fn deliver(&self, channel: &str, payload: &[u8]) {
+        let Some(task_id) = task_id_from_channel(channel) else { return };
+        let tx = self.lock().waiters.get(task_id).map(|r| r.tx.clone());
+        if let Some(tx) = tx {
+            if tx.try_send(payload.to_vec()).is_err() {
+                tracing::debug!(%task_id, "waiter not reading; its polling will see the value");
+            }
+        }
+    }
+
+    /// Registers a waiter for `task_id`; returns its token and the sink to subscribe with
+    /// (`None` while reconnecting: the dispatcher will subscribe it).
+    fn register(&self, task_id: &str, tx: mpsc::Sender<Vec<u8>>) -> Option<(u64, Option<PubSubSink>)> {
+        let mut state = self.lock();
+        if state.waiters.contains_key(task_id) {
+            return None;
+        }
+        let token = state.next_token;
+        state.next_token += 1;
+        state.waiters.insert(task_id.to_owned(), Registration { token, tx });
+        Some((token, state.sink.clone()))
+    }
+
+    /// Removes the registration `token` of `task_id`; returns the sink to unsubscribe with.
+    fn deregister(&self, task_id: &str, token: u64) -> Option<PubSubSink> {
+        let mut state = self.lock();
+        if state.waiters.get(task_id).is_some_and(|r| r.token == token) {
+            state.waiters.remove(task_id);
+            state.sink.clone()
+        } else {
+            None
+        }
+    }
+
+    fn stats(&self) -> BrokerStats {
+        let state = self.lock();
+        BrokerStats {
+            pubsub_connected: state.sink.is_some(),
+            pubsub_connects: self.connects.load(Ordering::Relaxed),
+            waiters: state.waiters.len(),
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(task) = self.dispatcher.get() {
+            task.abort();
+        }
+    }
+}
+
+async fn open_pubsub(client: &redis::Client) -> Result<PubSub, BrokerError> {
+    let opened = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()));
+    opened.map_err(BrokerError::unavailable(RESULT_BACKEND, "open pub/sub connection".into()))
+}
+
+/// The dispatcher: reads the pub/sub connection, hands messages to waiters, reconnects.
+/// It holds the hub weakly and ends when the hub is gone.
+async fn dispatch(hub: Weak<Hub>, client: redis::Client, first: PubSub) {
+    let mut next = Some(first);
+    let mut delay = RECONNECT_MIN;
+    loop {
+        let pubsub = match next.take() {
+            Some(pubsub) => pubsub,
+            None => match open_pubsub(&client).await {
+                Ok(pubsub) => pubsub,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?delay, "cannot reopen the result pub/sub connection");
+                    sleep(delay).await;
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                    continue;
+                }
+            },
+        };
+        let opened = Instant::now();
+        let (sink, mut stream) = pubsub.split();
+        let Some(channels) = hub.upgrade().map(|hub| hub.install(sink.clone())) else { return };
+        if !channels.is_empty() {
+            tracing::info!(waiters = channels.len(), "result pub/sub connection reopened; subscribing again");
+            tokio::spawn(resubscribe(sink, channels));
+        }
+        while let Some(message) = stream.next().await {
+            let Some(hub) = hub.upgrade() else { return };
+            hub.deliver(message.get_channel_name(), message.get_payload_bytes());
+        }
+        let Some(hub) = hub.upgrade() else { return };
+        hub.uninstall();
+        if opened.elapsed() >= STABLE_CONNECTION {
+            delay = RECONNECT_MIN;
+        }
+        tracing::warn!(retry_in = ?delay, "result pub/sub connection closed; results are polled meanwhile");
+        drop(hub);
+        sleep(delay).await;
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// Subscribes a new connection to the channels of the waiters registered before it.
+async fn resubscribe(sink: PubSubSink, channels: Vec<String>) {
+    let total = channels.len();
+    let subscribes = channels.into_iter().map(|channel| {
+        let mut sink = sink.clone();
+        async move { sink.subscribe(channel).await.is_ok() }
+    });
+    let done = timeout(SUBSCRIBE_TIMEOUT, futures_util::future::join_all(subscribes)).await;
+    let ok = done.map_or(0, |oks| oks.into_iter().filter(|ok| *ok).count());
+    if ok < total {
+        tracing::warn!(ok, total, "some result channels were not subscribed again; their results are polled");
+    }
+}
+
+/// Everything a [`Waiter`] needs besides its own registration. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct ResultReader {
+    hub: Arc<Hub>,
+    results: ConnectionManager,
+    delete_results: bool,
+    poll_interval: Duration,
+}
+
+impl ResultReader {
+    pub(super) fn new(hub: Arc<Hub>, results: ConnectionManager, delete_results: bool, poll: Duration) -> Self {
+        ResultReader { hub, results, delete_results, poll_interval: poll.max(MIN_POLL_INTERVAL) }
+    }
+
+    /// Registers a waiter for `task_id`; it is not subscribed yet.
+    pub(super) fn register(&self, task_id: &str) -> Result<Waiter, BrokerError> {
+        let (tx, rx) = mpsc::channel(WAITER_BUFFER);
+        let (token, sink) = self
+            .hub
+            .register(task_id, tx)
+            .ok_or_else(|| BrokerError::AlreadyWaiting { task_id: task_id.to_owned() })?;
+        Ok(Waiter { task_id: task_id.to_owned(), token, rx, sink, reader: self.clone() })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), BrokerError> {
+        let mut results = self.results.clone();
+        redis::cmd("PING")
+            .query_async::<()>(&mut results)
+            .await
+            .map_err(BrokerError::unavailable(RESULT_BACKEND, "PING".into()))
+    }
+
+    pub(super) fn stats(&self) -> BrokerStats {
+        self.hub.stats()
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        let key = result_key(task_id);
+        let mut results = self.results.clone();
+        results.get(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("GET {key:?}")))
+    }
+
+    async fn delete(&self, task_id: &str) -> Result<(), BrokerError> {
+        let key = result_key(task_id);
+        let mut results = self.results.clone();
+        let _: u64 =
+            results.del(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("DEL {key:?}")))?;
+        Ok(())
+    }
+}
+
+/// The pending result of one submitted task. Dropping it unsubscribes.
+pub struct Waiter {
+    task_id: String,
+    token: u64,
+    rx: mpsc::Receiver<Vec<u8>>,
+    /// The connection to subscribe on, until [`Waiter::subscribe`] has used it.
+    sink: Option<PubSubSink>,
+    reader: ResultReader,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter").field("task_id", &self.task_id).finish_non_exhaustive()
+    }
+}
+
+impl Waiter {
+    /// The id of the task waited for.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// Subscribes to the task's result channel and waits for the reply. A failure (the
+    /// connection dropping meanwhile) is left to the dispatcher's resubscription and to
+    /// polling.
+    pub(super) async fn subscribe(&mut self) {
+        let Some(mut sink) = self.sink.take() else { return };
+        let subscribed = timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(result_key(&self.task_id))).await;
+        if !matches!(subscribed, Ok(Ok(()))) {
+            tracing::debug!(task_id = %self.task_id, "SUBSCRIBE failed; the result will be polled");
+        }
+    }
+
+    /// Waits up to `deadline` for a final state (SUCCESS, FAILURE, REVOKED), from
+    /// pub/sub or from a `GET` of the result key (at once, then every poll interval, and
+    /// once more at the deadline). RETRY and STARTED are not final: RETRYs are counted
+    /// and the wait goes on. After a final state the key is deleted if the config says so.
+    ///
+    /// A `GET` that fails is retried at the next interval; only the last one, at the
+    /// deadline, makes the wait fail, since its failure leaves "lost" unproven. A value
+    /// that is not a Celery result fails the wait with [`BrokerError::BadResult`].
+    pub async fn wait(mut self, deadline: Duration) -> Result<WaitOutcome, BrokerError> {
+        let until = Instant::now() + deadline;
+        let mut poll = tokio::time::interval(self.reader.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut progress = Progress::default();
+        let mut published_open = true;
+        loop {
+            let (source, bytes) = tokio::select! {
+                message = self.rx.recv(), if published_open => match message {
+                    Some(bytes) => (Source::Published, bytes),
+                    None => {
+                        published_open = false;
+                        continue;
+                    }
+                },
+                _ = poll.tick() => match self.reader.get(&self.task_id).await {
+                    Ok(Some(bytes)) => (Source::Stored, bytes),
+                    Ok(None) => continue,
+                    Err(error) => {
+                        tracing::debug!(%error, task_id = %self.task_id, "result poll failed; trying again");
+                        continue;
+                    }
+                },
+                () = sleep_until(until) => break,
+            };
+            if let Some(result) = progress.observe(&self.task_id, source, bytes)? {
+                return Ok(self.finish(result, progress.retries_seen).await);
+            }
+        }
+        // The deadline: whatever was published meanwhile, then one last look at the key.
+        while let Ok(bytes) = self.rx.try_recv() {
+            if let Some(result) = progress.observe(&self.task_id, Source::Published, bytes)? {
+                return Ok(self.finish(result, progress.retries_seen).await);
+            }
+        }
+        if let Some(bytes) = self.reader.get(&self.task_id).await? {
+            if let Some(result) = progress.observe(&self.task_id, Source::Stored, bytes)? {
+                return Ok(self.finish(result, progress.retries_seen).await);
+            }
+        }
+        Ok(WaitOutcome::Lost { last_state: progress.last_state, retries_seen: progress.retries_seen })
+    }
+
+    async fn finish(&self, result: TaskResult, retries_seen: u32) -> WaitOutcome {
+        if self.reader.delete_results {
+            if let Err(error) = self.reader.delete(&self.task_id).await {
+                // The result is in hand; the key expires on its own (a day by default).
+                tracing::warn!(%error, task_id = %self.task_id, "could not delete the result key");
+            }
+        }
+        WaitOutcome::Final { result, retries_seen }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let Some(mut sink) = self.reader.hub.deregister(&self.task_id, self.token) else { return };
+        // Without a runtime (dropped outside Tokio) the channel stays subscribed until the
+        // connection closes; messages on it are ignored.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let channel = result_key(&self.task_id);
+            runtime.spawn(async move {
+                let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(channel)).await;
+            });
+        }
+    }
+}
+
+/// Where a result value was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// A pub/sub message: exactly one write by the worker.
+    Published,
+    /// A `GET` of the key: the current value, possibly read before or after its publish.
+    Stored,
+}
+
+/// What a waiter has seen so far of a task's non-final states.
+///
+/// Each publish is one write, so a published value is a new state unless it is the
+/// pub/sub copy of a value a `GET` read first. A stored value is a new state only if it
+/// was not seen before from either source. Two byte-identical RETRYs in a row (Celery
+/// writes no date for RETRY) are therefore both counted when published, and once when
+/// only polling saw them.
+#[derive(Debug, Default)]
+struct Progress {
+    retries_seen: u32,
+    last_state: Option<String>,
+    /// Non-final values seen, from either source (the latest [`REMEMBERED_VALUES`]).
+    known: Vec<Vec<u8>>,
+    /// Values a `GET` saw first, whose published copy has not arrived yet.
+    unechoed: Vec<Vec<u8>>,
+}
+
+impl Progress {
+    /// Takes in one value; returns the result when it is final.
+    fn observe(&mut self, task_id: &str, source: Source, bytes: Vec<u8>) -> Result<Option<TaskResult>, BrokerError> {
+        let result =
+            parse_result(&bytes).map_err(|source| BrokerError::BadResult { task_id: task_id.to_owned(), source })?;
+        if result.state.is_final() {
+            return Ok(Some(result));
+        }
+        if self.is_new(source, bytes) {
+            if matches!(result.state, super::TaskState::Retry(_)) {
+                self.retries_seen += 1;
+            }
+            self.last_state = Some(result.state.status().to_owned());
+        }
+        Ok(None)
+    }
+
+    fn is_new(&mut self, source: Source, bytes: Vec<u8>) -> bool {
+        match source {
+            Source::Published => {
+                if let Some(i) = self.unechoed.iter().position(|v| *v == bytes) {
+                    self.unechoed.remove(i);
+                    return false;
+                }
+            }
+            Source::Stored => {
+                if self.known.contains(&bytes) {
+                    return false;
+                }
+                remember(&mut self.unechoed, bytes.clone());
+            }
+        }
+        remember(&mut self.known, bytes);
+        true
+    }
+}
+
+/// Appends to a bounded list, forgetting the oldest entry when full.
+fn remember(list: &mut Vec<Vec<u8>>, value: Vec<u8>) {
+    if list.len() == REMEMBERED_VALUES {
+        list.remove(0);
+    }
+    list.push(value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::celery::TaskState;
+
+    const RETRY: &[u8] = br#"{"status": "RETRY", "result": {"exc_type": "RuntimeError", "exc_message": ["try again"], "exc_module": "builtins"}, "traceback": null, "children": [], "date_done": null, "task_id": "t"}"#;
+    const STARTED: &[u8] = br#"{"status": "STARTED", "result": {"pid": 1, "hostname": "w@h"}, "traceback": null, "children": [], "date_done": null, "task_id": "t"}"#;
+    const SUCCESS: &[u8] = br#"{"status": "SUCCESS", "result": 42, "traceback": null, "children": [], "date_done": "2026-11-28T15:38:15.932640+00:00", "task_id": "t"}"#;
+
+    /// Feeds `values` in order; returns (retries, last state, final result if any).
+    fn run(values: &[(Source, &[u8])]) -> (u32, Option<String>, Option<TaskResult>) {
+        let mut progress = Progress::default();
+        for (source, bytes) in values {
+            if let Some(result) = progress.observe("t", *source, bytes.to_vec()).expect("valid result") {
+                return (progress.retries_seen, progress.last_state, Some(result));
+            }
+        }
+        (progress.retries_seen, progress.last_state, None)
+    }
+
+    use Source::{Published as P, Stored as S};
+
+    #[test]
+    fn every_published_retry_counts_even_when_identical() {
+        let (retries, last, done) = run(&[(P, RETRY), (P, RETRY), (P, SUCCESS)]);
+        assert_eq!((retries, last.as_deref()), (2, Some("RETRY")));
+        assert_eq!(done.map(|r| r.state), Some(TaskState::Success(serde_json::json!(42))));
+    }
+
+    #[test]
+    fn a_polled_copy_of_a_published_retry_is_not_counted_again() {
+        // Published first, then read by GET (before or after the next write).
+        assert_eq!(run(&[(P, RETRY), (S, RETRY), (S, RETRY)]).0, 1);
+        assert_eq!(run(&[(P, RETRY), (P, STARTED), (S, RETRY)]).0, 1);
+    }
+
+    #[test]
+    fn a_retry_polled_before_its_publish_arrives_counts_once() {
+        assert_eq!(run(&[(S, RETRY), (P, RETRY)]).0, 1);
+        // ... and a second, identical publish is a second retry.
+        assert_eq!(run(&[(S, RETRY), (P, RETRY), (P, RETRY)]).0, 2);
+    }
+
+    #[test]
+    fn retries_seen_only_by_polling_count_when_the_value_changes() {
+        assert_eq!(run(&[(S, RETRY), (S, STARTED), (S, RETRY)]).0, 1);
+        let (retries, last, done) = run(&[(S, STARTED), (S, RETRY)]);
+        assert_eq!((retries, last.as_deref(), done), (1, Some("RETRY"), None));
+    }
+
+    #[test]
+    fn a_stale_poll_does_not_move_the_last_state_back() {
+        let (_, last, _) = run(&[(P, STARTED), (P, RETRY), (S, STARTED)]);
+        assert_eq!(last.as_deref(), Some("RETRY"));
+    }
+
+    #[test]
+    fn an_unreadable_value_is_an_error_naming_the_task() {
+        let error = Progress::default().observe("t-9", S, b"not json".to_vec()).expect_err("refused");
+        assert!(matches!(&error, BrokerError::BadResult { task_id, .. } if task_id == "t-9"), "{error}");
+    }
+}

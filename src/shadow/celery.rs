@@ -1,0 +1,218 @@
+//! The Celery shadow: each mirrored evaluation becomes a real Celery task message in the
+//! Redis broker, run by unmodified Celery workers; the outcome is read from the Redis
+//! result backend. [`crate::celery`] says what the bytes mean; [`crate::celery::broker`]
+//! moves them. This module maps an evaluation onto a task and a result onto a side.
+//!
+//! Shadow safety lives in the config: the task name, a dedicated queue served by workers
+//! that do not write to production, and argument templates (e.g. a `shadow=True` kwarg).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{ms_between, Job, ShadowRun};
+use crate::celery::broker::{BrokerConfig, BrokerError, CeleryBroker, WaitOutcome};
+use crate::celery::{encode_task, Expires, TaskSpec, TaskState};
+use crate::config::live::{CelerySettings, OutcomeRule};
+use crate::fixture::Side;
+use crate::live::NotMirrored;
+use crate::outcome;
+
+/// How often the queue depth and Redis health are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the background sampler learns, read by the mirror and `/metrics`.
+#[derive(Debug, Default)]
+pub struct CeleryGauges {
+    /// Messages waiting in the shadow queue (all priority keys).
+    pub queue_depth: AtomicU64,
+    /// The queue is deeper than `max_queue_depth`: mirroring pauses.
+    pub too_deep: AtomicBool,
+    /// Redis did not answer: mirroring pauses until it does.
+    pub unavailable: AtomicBool,
+    /// Tasks pushed into the broker.
+    pub submitted: AtomicU64,
+}
+
+/// Celery over Redis.
+pub struct CeleryShadow {
+    broker: CeleryBroker,
+    settings: CelerySettings,
+    rule: OutcomeRule,
+    origin: String,
+    /// Queue depth and availability.
+    pub gauges: Arc<CeleryGauges>,
+}
+
+impl CeleryShadow {
+    /// Connects to the broker and result backend, and starts sampling the queue depth.
+    pub async fn connect(settings: CelerySettings, shutdown: CancellationToken) -> Result<CeleryShadow, BrokerError> {
+        let rule = settings.outcome.clone();
+        let broker = CeleryBroker::connect(BrokerConfig {
+            broker_url: settings.broker_url.clone(),
+            result_url: settings.result_url.clone(),
+            queue: settings.queue.clone(),
+            layout: settings.layout.clone(),
+            delete_results: settings.delete_results,
+            result_poll_interval: rule.interval.max(Duration::from_millis(100)),
+        })
+        .await?;
+        let gauges = Arc::new(CeleryGauges::default());
+        tokio::spawn(sample(broker.clone(), Arc::clone(&gauges), settings.max_queue_depth, shutdown));
+        let origin = format!("shadowdiff{}@{}", std::process::id(), hostname());
+        Ok(CeleryShadow { broker, settings, rule, origin, gauges })
+    }
+
+    /// Why mirroring should pause now, if it should.
+    pub fn paused(&self) -> Option<NotMirrored> {
+        if self.gauges.unavailable.load(Ordering::Relaxed) {
+            Some(NotMirrored::ShadowUnavailable)
+        } else if self.gauges.too_deep.load(Ordering::Relaxed) {
+            Some(NotMirrored::QueueDepth)
+        } else {
+            None
+        }
+    }
+
+    /// Enqueues the task and waits for its final result.
+    pub async fn run(&self, job: &Job) -> ShadowRun {
+        let spec = self.task_spec(job);
+        let task = match encode_task(&spec, &self.settings.layout) {
+            Ok(task) => task,
+            Err(e) => {
+                return ShadowRun::side(Side::Error { submit_ms: None, error: json!({"shadowdiff": e.to_string()}) })
+            }
+        };
+        let submitted_at = Instant::now();
+        let waiter = match self.broker.submit(&task).await {
+            Ok(waiter) => waiter,
+            Err(e) => {
+                self.gauges.unavailable.store(true, Ordering::Relaxed);
+                return ShadowRun::Unavailable(e.to_string());
+            }
+        };
+        let submit_ms = ms_between(submitted_at, Instant::now());
+        self.gauges.submitted.fetch_add(1, Ordering::Relaxed);
+        let deadline =
+            self.settings.outcome.deadline.saturating_sub(submitted_at.saturating_duration_since(job.received_at));
+        match waiter.wait(deadline).await {
+            Err(e @ BrokerError::Unavailable { .. }) => {
+                self.gauges.unavailable.store(true, Ordering::Relaxed);
+                ShadowRun::Unavailable(e.to_string())
+            }
+            Err(e) => {
+                ShadowRun::side(Side::Error { submit_ms: Some(submit_ms), error: json!({"shadowdiff": e.to_string()}) })
+            }
+            Ok(WaitOutcome::Final { result, retries_seen }) => {
+                let outcome_ms = ms_between(submitted_at, Instant::now());
+                let side = match result.state {
+                    TaskState::Success(value) => {
+                        Side::Ok { submit_ms, outcome_ms, outcome: outcome::map_fields(&self.rule, value) }
+                    }
+                    state => Side::Error {
+                        submit_ms: Some(submit_ms),
+                        error: state.error().map_or_else(|| json!({"status": state.status()}), |e| e.to_json()),
+                    },
+                };
+                ShadowRun::Side { side, retries: retries_seen }
+            }
+            Ok(WaitOutcome::Lost { retries_seen, .. }) => {
+                if self.settings.revoke_lost {
+                    if let Err(e) = self.broker.revoke(&task.task_id).await {
+                        tracing::debug!(task_id = %task.task_id, error = %e, "revoke of a lost task failed");
+                    }
+                }
+                let side =
+                    Side::Lost { submit_ms: Some(submit_ms), waited_ms: ms_between(submitted_at, Instant::now()) };
+                ShadowRun::Side { side, retries: retries_seen }
+            }
+        }
+    }
+
+    fn task_spec(&self, job: &Job) -> TaskSpec {
+        let s = &self.settings;
+        let fill = |v: &Value| fill_template(v, job);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        TaskSpec {
+            priority: s.priority,
+            args: s.args.iter().map(fill).collect(),
+            kwargs: s.kwargs.iter().map(|(name, v)| (name.clone(), fill(v))).collect(),
+            expires: s.expires.map(|ttl| Expires::after(now, ttl)),
+            time_limit: s.time_limit,
+            soft_time_limit: s.soft_time_limit,
+            origin: self.origin.clone(),
+            ..TaskSpec::new(s.task.clone(), s.queue.clone())
+        }
+    }
+}
+
+/// Fills `{eval_id}`, `{code}` and `{language}` in every string of a template value.
+pub fn fill_template(template: &Value, job: &Job) -> Value {
+    match template {
+        Value::String(text) => Value::String(
+            text.replace("{eval_id}", &job.eval_id).replace("{language}", &job.language).replace("{code}", &job.code),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill_template(v, job)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), fill_template(v, job))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Samples the queue depth every second: pauses mirroring above the limit or while Redis
+/// does not answer, and resumes by itself.
+async fn sample(broker: CeleryBroker, gauges: Arc<CeleryGauges>, max_depth: u64, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match broker.queue_depth().await {
+            Ok(depth) => {
+                gauges.queue_depth.store(depth, Ordering::Relaxed);
+                gauges.too_deep.store(depth > max_depth, Ordering::Relaxed);
+                if gauges.unavailable.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis answers again: mirroring resumes");
+                }
+            }
+            Err(e) => {
+                if !gauges.unavailable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "Redis unavailable: mirroring paused");
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_fill_every_string() {
+        let job = Job {
+            eval_id: "e-1".into(),
+            code: "print('{x}')".into(),
+            language: "python".into(),
+            path: "/evaluations".into(),
+            body: bytes::Bytes::new(),
+            request: Value::Null,
+            received_at: Instant::now(),
+        };
+        let template = json!(["{eval_id}", "{code}", {"lang": "{language}", "shadow": true}, 3]);
+        assert_eq!(
+            fill_template(&template, &job),
+            json!(["e-1", "print('{x}')", {"lang": "python", "shadow": true}, 3])
+        );
+    }
+}
