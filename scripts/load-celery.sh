@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The Celery shadow under load: submissions through shadowdiff, each mirrored as a Celery
+# task into the local Redis (127.0.0.1:6379, database 14, a queue of its own).
+#
+#   scripts/load-celery.sh [seconds] [connections]     (defaults: 10 s, 64 connections)
+#
+# 1. No worker: how many submissions per second are mirrored (tasks pushed), and the
+#    client's latency against the direct path. Results cannot come, so each evaluation
+#    is given up after a short deadline (counted lost; revokes off).
+# 2. A worker pool running the `trivial` task: judged evaluations per second end to end.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+seconds=${1:-10}
+connections=${2:-64}
+db=14
+queue="load-$$"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    redis-cli -n "$db" flushdb >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+scripts/test-env.sh >/dev/null
+cargo build --release --quiet --bin shadowdiff --example fast_upstream
+redis-cli -n "$db" flushdb >/dev/null
+
+start() { # name, command...
+    local name=$1; shift
+    "$@" >"$work/$name.out" 2>"$work/$name.err" &
+    pids+=($!)
+    echo $! >"$work/$name.pid"
+    for _ in $(seq 100); do grep -q LISTENING "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
+}
+
+start legacy target/release/examples/fast_upstream 127.0.0.1:0
+legacy=$(awk '/LISTENING/{print $2}' "$work/legacy.out")
+
+config() { # task, deadline_ms
+    cat <<TOML
+[proxy]
+listen = "127.0.0.1:0"
+mirror_queue = 100000
+[legacy]
+url = "http://$legacy"
+[legacy.outcome]
+mode = "response"
+[[routes]]
+method = "POST"
+path = "/evaluations"
+[shadow]
+kind = "celery"
+max_in_flight = 100000
+breaker_failures = 0
+[shadow.outcome]
+deadline_ms = $2
+interval_ms = 2000
+[shadow.celery]
+broker_url = "redis://127.0.0.1:6379/$db"
+queue = "$queue"
+task = "$1"
+max_queue_depth = 100000000
+revoke_lost = false
+[admin]
+listen = "127.0.0.1:0"
+TOML
+}
+
+wrk_row() { # label, url
+    wrk -t1 -c"$connections" -d"${seconds}s" --latency -s scripts/post-unique.lua "$2/evaluations" >"$work/wrk.txt"
+    printf '| %s | %s | %s | %s |' "$1" "$(awk '/Requests\/sec/{print $2}' "$work/wrk.txt")" \
+        "$(awk '$1=="50%"{print $2}' "$work/wrk.txt")" "$(awk '$1=="99%"{print $2}' "$work/wrk.txt")"
+}
+
+metric() { # admin address, metric line prefix
+    curl -s "http://$1/metrics" | awk -v m="$2" '$1==m{print $2}'
+}
+
+echo "| run | client requests/s | p50 | p99 | shadow figure |"
+echo "|---|---|---|---|---|"
+wrk_row "direct to the upstream" "http://$legacy"; echo " - |"
+
+run() { # name, task, deadline_ms, label
+    config "$2" "$3" >"$work/$1.toml"
+    start "$1" target/release/shadowdiff serve --config "$work/$1.toml"
+    local proxy admin before after
+    proxy=$(grep -o 'proxy=[^ ]*' "$work/$1.out" | cut -d= -f2)
+    admin=$(grep -o 'admin=[^ ]*' "$work/$1.out" | cut -d= -f2)
+    before=$(metric "$admin" celery_tasks_submitted_total)
+    wrk_row "$4" "http://$proxy"
+    after=$(metric "$admin" celery_tasks_submitted_total)
+    if [[ $2 == trivial ]]; then
+        sleep 3
+        local judged
+        judged=$(curl -s "http://$admin/report.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accounting"]["judged"])')
+        echo " $(awk -v n="$judged" -v s="$seconds" 'BEGIN{printf "%.0f", n / s}') judged evaluations/s ($judged in ${seconds} s) |"
+    else
+        echo " $(awk -v n=$((after - before)) -v s="$seconds" 'BEGIN{printf "%.0f", n / s}') tasks pushed/s |"
+    fi
+    curl -s "http://$admin/report.json" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("    accounting:", json.dumps(r["accounting"]), "totals:", json.dumps(r["totals"]), file=sys.stderr)'
+    kill "$(cat "$work/$1.pid")"
+    sleep 1
+    redis-cli -n "$db" flushdb >/dev/null
+}
+
+run noworker evaluate 200 "shadowdiff + Celery shadow, no worker"
+SHADOWDIFF_BROKER_URL="redis://127.0.0.1:6379/$db" SHADOWDIFF_RESULT_URL="redis://127.0.0.1:6379/$db" \
+    .venv/bin/celery --workdir tests/evalstack -A celery_app worker -Q "$queue" -n "load$$@%h" -P prefork -c 2 \
+    --without-mingle --without-gossip -l warning >"$work/worker.log" 2>&1 &
+pids+=($!)
+sleep 4
+run trivial trivial 30000 "shadowdiff + Celery shadow, worker pool (trivial task)"
