@@ -113,6 +113,9 @@ pub struct Snapshot {
 struct Inner {
     stats: Stats,
     accounting: Accounting,
+    /// Submissions the mirror has taken out of the hand-off and counted somewhere. Kept
+    /// under the lock with the counts, so a snapshot never sees one without the other.
+    received: u64,
 }
 
 /// The shared live state.
@@ -125,7 +128,6 @@ pub struct Live {
     // Lock-free counters for the tap, which runs on the client's path.
     seen: AtomicU64,
     dropped: AtomicU64,
-    received: AtomicU64,
     // Held for counter updates and snapshot copies only; no `.await` inside.
     inner: Mutex<Inner>,
 }
@@ -140,8 +142,7 @@ impl Live {
             breaker,
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            received: AtomicU64::new(0),
-            inner: Mutex::new(Inner { stats, accounting: Accounting::default() }),
+            inner: Mutex::new(Inner { stats, accounting: Accounting::default(), received: 0 }),
         }
     }
 
@@ -164,19 +165,18 @@ impl Live {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The mirror took a submission out of the hand-off.
-    pub fn submission_received(&self) {
-        self.received.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A received submission is not mirrored.
+    /// The mirror took a submission out of the hand-off and does not mirror it.
     pub fn not_mirrored(&self, reason: NotMirrored) {
-        *self.lock().accounting.not_mirrored.entry(reason.as_str()).or_default() += 1;
+        let mut inner = self.lock();
+        inner.received += 1;
+        *inner.accounting.not_mirrored.entry(reason.as_str()).or_default() += 1;
     }
 
-    /// A received submission is mirrored and now pending.
+    /// The mirror took a submission out of the hand-off and mirrors it: pending now.
     pub fn mirrored(&self) {
-        self.lock().accounting.pending += 1;
+        let mut inner = self.lock();
+        inner.received += 1;
+        inner.accounting.pending += 1;
     }
 
     /// A pending evaluation turned out not mirrored after all (the shadow was unavailable).
@@ -211,10 +211,12 @@ impl Live {
         let inner = self.lock();
         let mut accounting = inner.accounting.clone();
         let stats = inner.stats.clone();
+        let received = inner.received;
         drop(inner);
-        let seen = self.seen.load(Ordering::Relaxed);
-        let dropped = self.dropped.load(Ordering::Relaxed);
-        let received = self.received.load(Ordering::Relaxed);
+        // Read after the lock: the tap counts a submission as seen before handing it over,
+        // so `seen >= dropped + received` holds here.
+        let seen = self.seen.load(Ordering::Acquire);
+        let dropped = self.dropped.load(Ordering::Acquire);
         accounting.submissions = seen;
         if dropped > 0 {
             *accounting.not_mirrored.entry(NotMirrored::MirrorQueueFull.as_str()).or_default() += dropped;

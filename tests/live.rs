@@ -208,6 +208,29 @@ async fn sampling_is_decided_by_eval_id_and_changes_at_run_time() {
 }
 
 #[tokio::test]
+async fn sighup_rereads_the_sampling_fraction() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "[shadow]\npercent = 0\n");
+    let sidecar = Sidecar::start(&config);
+    sidecar.submit("h-1", "print(1)").await;
+    let first = sidecar.settled(1, None).await;
+    assert_eq!(not_mirrored(&first), json!({"sampled_out": 1}), "{first:#}");
+    std::fs::write(sidecar.config_path(), config.replace("percent = 0", "percent = 100")).expect("rewrite");
+    sidecar.signal("-HUP");
+    let start = std::time::Instant::now();
+    let sampling = || async { String::from_utf8_lossy(&sidecar.admin_get("/metrics", None).await.body).into_owned() };
+    while !sampling().await.lines().any(|l| l == "shadowdiff_sampling_percent 100") {
+        assert!(start.elapsed() < Duration::from_secs(5), "SIGHUP not applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sidecar.submit("h-2", "print(1)").await;
+    let report = sidecar.settled(2, None).await;
+    assert_eq!(report["totals"]["match"], 1);
+    assert_eq!(not_mirrored(&report), json!({"sampled_out": 1}));
+}
+
+#[tokio::test]
 async fn admin_token_protects_all_but_healthz_and_metrics_have_the_dashboard_names() {
     let legacy = EvalApi::start(Behaviour::default()).await;
     let shadow = EvalApi::start(Behaviour::default()).await;

@@ -87,17 +87,14 @@ impl Mirror {
         while let Some(item) = handoff.recv().await {
             match item {
                 Handoff::Observation(exchange) => self.observe(exchange),
-                Handoff::Submission(route, exchange) => {
-                    self.live.submission_received();
-                    match self.accept(&self.config.routes[route], exchange) {
-                        Ok(accepted) => {
-                            self.live.mirrored();
-                            let mirror = Arc::clone(&self);
-                            self.tracker.spawn(async move { mirror.evaluate(accepted).await });
-                        }
-                        Err(reason) => self.live.not_mirrored(reason),
+                Handoff::Submission(route, exchange) => match self.accept(&self.config.routes[route], exchange) {
+                    Ok(accepted) => {
+                        self.live.mirrored();
+                        let mirror = Arc::clone(&self);
+                        self.tracker.spawn(async move { mirror.evaluate(accepted).await });
                     }
-                }
+                    Err(reason) => self.live.not_mirrored(reason),
+                },
             }
         }
         self.tracker.close();

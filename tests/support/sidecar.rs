@@ -136,6 +136,17 @@ impl Sidecar {
         }
     }
 
+    /// Sends a signal (`-HUP`, `-TERM`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+    }
+
+    /// The config file it was started with (rewrite it before a SIGHUP).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("shadowdiff.toml")
+    }
+
     /// SIGTERM, then the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
