@@ -1,9 +1,9 @@
-//! The Celery wire format: what the bytes in Redis mean, and nothing about moving them.
+//! The Celery wire format: what the bytes in Redis mean; [`broker`] alone moves them.
 //!
 //! shadowdiff mirrors evaluations to unmodified Python Celery 5 workers by writing Celery
 //! protocol-v2 task messages straight into the Redis broker, and reads their outcomes from
-//! the Redis result backend. This module turns typed values into those bytes and back. It
-//! does no IO: the broker client `LPUSH`es what [`encode_task`] returns, `PUBLISH`es what
+//! the Redis result backend. This module turns typed values into those bytes and back.
+//! Apart from [`broker`] (the Redis client) it does no IO: the broker client `LPUSH`es what [`encode_task`] returns, `PUBLISH`es what
 //! [`encode_revoke`] returns, and hands the value of a `celery-task-meta-<id>` key (or of a
 //! pub/sub message on the channel of the same name) to [`parse_result`].
 //!

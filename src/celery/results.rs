@@ -16,7 +16,7 @@
 use super::broker::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
 use super::{parse_result, result_key, task_id_from_channel, TaskResult};
 use futures_util::StreamExt as _;
-use redis::aio::{ConnectionManager, PubSub, PubSubSink};
+use redis::aio::{ConnectionManager, PubSub, PubSubSink, PubSubStream};
 use redis::AsyncCommands as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +40,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 /// Distinct non-final values a waiter remembers to tell new states from repeated ones.
 const REMEMBERED_VALUES: usize = 64;
+/// How long a waiter that read a final state with `GET` waits for its published copy:
+/// pub/sub delivers in order, so once the copy is in, every earlier state (RETRYs to
+/// count) is in too. Only a result stored before the subscription never gets one.
+const ECHO_GRACE: Duration = Duration::from_millis(500);
 
 /// What waiting for a task came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +52,8 @@ pub enum WaitOutcome {
     Final {
         /// The final result as stored.
         result: TaskResult,
-        /// How many distinct RETRY states were seen before it.
+        /// How many RETRY states were written before it, as far as this waiter saw them
+        /// (each publish counts; states written before the subscription are unseen).
         retries_seen: u32,
     },
     /// No final state before the deadline: the task is queued, running, retrying, or
@@ -101,15 +106,17 @@ struct Registration {
 }
 
 impl Hub {
-    /// Opens the pub/sub connection to the result backend and starts the dispatcher.
+    /// Opens the pub/sub connection to the result backend and starts the dispatcher. The
+    /// connection is ready to subscribe on when this returns.
     pub(super) async fn start(client: redis::Client) -> Result<Arc<Hub>, BrokerError> {
-        let pubsub = open_pubsub(&client).await?;
+        let (sink, stream) = open_pubsub(&client).await?.split();
         let hub = Arc::new(Hub {
             state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0 }),
             connects: AtomicU64::new(0),
             dispatcher: OnceLock::new(),
         });
-        let task = tokio::spawn(dispatch(Arc::downgrade(&hub), client, pubsub));
+        hub.install(sink);
+        let task = tokio::spawn(dispatch(Arc::downgrade(&hub), client, stream));
         // Set once, here, before anyone else sees the hub.
         let _ = hub.dispatcher.set(task.abort_handle());
         Ok(hub)
@@ -193,15 +200,24 @@ async fn open_pubsub(client: &redis::Client) -> Result<PubSub, BrokerError> {
 }
 
 /// The dispatcher: reads the pub/sub connection, hands messages to waiters, reconnects.
-/// It holds the hub weakly and ends when the hub is gone.
-async fn dispatch(hub: Weak<Hub>, client: redis::Client, first: PubSub) {
+/// It starts with the stream of the connection [`Hub::start`] installed, holds the hub
+/// weakly and ends when the hub is gone.
+async fn dispatch(hub: Weak<Hub>, client: redis::Client, first: PubSubStream) {
     let mut next = Some(first);
     let mut delay = RECONNECT_MIN;
     loop {
-        let pubsub = match next.take() {
-            Some(pubsub) => pubsub,
+        let mut stream = match next.take() {
+            Some(stream) => stream,
             None => match open_pubsub(&client).await {
-                Ok(pubsub) => pubsub,
+                Ok(pubsub) => {
+                    let (sink, stream) = pubsub.split();
+                    let Some(channels) = hub.upgrade().map(|hub| hub.install(sink.clone())) else { return };
+                    if !channels.is_empty() {
+                        tracing::info!(waiters = channels.len(), "result pub/sub reopened; subscribing again");
+                        tokio::spawn(resubscribe(sink, channels));
+                    }
+                    stream
+                }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?delay, "cannot reopen the result pub/sub connection");
                     sleep(delay).await;
@@ -211,12 +227,6 @@ async fn dispatch(hub: Weak<Hub>, client: redis::Client, first: PubSub) {
             },
         };
         let opened = Instant::now();
-        let (sink, mut stream) = pubsub.split();
-        let Some(channels) = hub.upgrade().map(|hub| hub.install(sink.clone())) else { return };
-        if !channels.is_empty() {
-            tracing::info!(waiters = channels.len(), "result pub/sub connection reopened; subscribing again");
-            tokio::spawn(resubscribe(sink, channels));
-        }
         while let Some(message) = stream.next().await {
             let Some(hub) = hub.upgrade() else { return };
             hub.deliver(message.get_channel_name(), message.get_payload_bytes());
@@ -268,7 +278,7 @@ impl ResultReader {
             .hub
             .register(task_id, tx)
             .ok_or_else(|| BrokerError::AlreadyWaiting { task_id: task_id.to_owned() })?;
-        Ok(Waiter { task_id: task_id.to_owned(), token, rx, sink, reader: self.clone() })
+        Ok(Waiter { task_id: task_id.to_owned(), token, rx, sink, subscribed: false, reader: self.clone() })
     }
 
     pub(super) async fn ping(&self) -> Result<(), BrokerError> {
@@ -305,6 +315,8 @@ pub struct Waiter {
     rx: mpsc::Receiver<Vec<u8>>,
     /// The connection to subscribe on, until [`Waiter::subscribe`] has used it.
     sink: Option<PubSubSink>,
+    /// Whether our own `SUBSCRIBE` was confirmed.
+    subscribed: bool,
     reader: ResultReader,
 }
 
@@ -326,7 +338,8 @@ impl Waiter {
     pub(super) async fn subscribe(&mut self) {
         let Some(mut sink) = self.sink.take() else { return };
         let subscribed = timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(result_key(&self.task_id))).await;
-        if !matches!(subscribed, Ok(Ok(()))) {
+        self.subscribed = matches!(subscribed, Ok(Ok(())));
+        if !self.subscribed {
             tracing::debug!(task_id = %self.task_id, "SUBSCRIBE failed; the result will be polled");
         }
     }
@@ -334,7 +347,9 @@ impl Waiter {
     /// Waits up to `deadline` for a final state (SUCCESS, FAILURE, REVOKED), from
     /// pub/sub or from a `GET` of the result key (at once, then every poll interval, and
     /// once more at the deadline). RETRY and STARTED are not final: RETRYs are counted
-    /// and the wait goes on. After a final state the key is deleted if the config says so.
+    /// and the wait goes on. When a `GET` sees the final state first, the wait lets its
+    /// published copy arrive (up to 0.5 s) so that the RETRYs published before it are
+    /// counted too. After a final state the key is deleted if the config says so.
     ///
     /// A `GET` that fails is retried at the next interval; only the last one, at the
     /// deadline, makes the wait fail, since its failure leaves "lost" unproven. A value
@@ -364,32 +379,53 @@ impl Waiter {
                 },
                 () = sleep_until(until) => break,
             };
-            if let Some(result) = progress.observe(&self.task_id, source, bytes)? {
-                return Ok(self.finish(result, progress.retries_seen).await);
+            if let Some(result) = progress.observe(&self.task_id, source, &bytes)? {
+                return self.finish(result, source, &bytes, progress).await;
             }
         }
         // The deadline: whatever was published meanwhile, then one last look at the key.
         while let Ok(bytes) = self.rx.try_recv() {
-            if let Some(result) = progress.observe(&self.task_id, Source::Published, bytes)? {
-                return Ok(self.finish(result, progress.retries_seen).await);
+            if let Some(result) = progress.observe(&self.task_id, Source::Published, &bytes)? {
+                return self.finish(result, Source::Published, &bytes, progress).await;
             }
         }
         if let Some(bytes) = self.reader.get(&self.task_id).await? {
-            if let Some(result) = progress.observe(&self.task_id, Source::Stored, bytes)? {
-                return Ok(self.finish(result, progress.retries_seen).await);
+            if let Some(result) = progress.observe(&self.task_id, Source::Stored, &bytes)? {
+                return self.finish(result, Source::Stored, &bytes, progress).await;
             }
         }
         Ok(WaitOutcome::Lost { last_state: progress.last_state, retries_seen: progress.retries_seen })
     }
 
-    async fn finish(&self, result: TaskResult, retries_seen: u32) -> WaitOutcome {
+    /// Completes a wait on `result`, read from `source` as `bytes`: counts the states
+    /// published before it that are still on their way, then deletes the key if asked.
+    async fn finish(
+        &mut self,
+        result: TaskResult,
+        source: Source,
+        bytes: &[u8],
+        mut progress: Progress,
+    ) -> Result<WaitOutcome, BrokerError> {
+        if source == Source::Stored && self.subscribed {
+            let grace = Instant::now() + ECHO_GRACE;
+            while let Ok(Some(published)) = tokio::time::timeout_at(grace, self.rx.recv()).await {
+                if published == bytes {
+                    break;
+                }
+                // A state written before the final one. A later final one (the second
+                // REVOKED a worker writes when it discards a revoked message) changes
+                // nothing.
+                progress.observe(&self.task_id, Source::Published, &published)?;
+            }
+        }
+        let retries_seen = progress.retries_seen;
         if self.reader.delete_results {
             if let Err(error) = self.reader.delete(&self.task_id).await {
                 // The result is in hand; the key expires on its own (a day by default).
                 tracing::warn!(%error, task_id = %self.task_id, "could not delete the result key");
             }
         }
-        WaitOutcome::Final { result, retries_seen }
+        Ok(WaitOutcome::Final { result, retries_seen })
     }
 }
 
@@ -435,9 +471,9 @@ struct Progress {
 
 impl Progress {
     /// Takes in one value; returns the result when it is final.
-    fn observe(&mut self, task_id: &str, source: Source, bytes: Vec<u8>) -> Result<Option<TaskResult>, BrokerError> {
+    fn observe(&mut self, task_id: &str, source: Source, bytes: &[u8]) -> Result<Option<TaskResult>, BrokerError> {
         let result =
-            parse_result(&bytes).map_err(|source| BrokerError::BadResult { task_id: task_id.to_owned(), source })?;
+            parse_result(bytes).map_err(|source| BrokerError::BadResult { task_id: task_id.to_owned(), source })?;
         if result.state.is_final() {
             return Ok(Some(result));
         }
@@ -450,22 +486,22 @@ impl Progress {
         Ok(None)
     }
 
-    fn is_new(&mut self, source: Source, bytes: Vec<u8>) -> bool {
+    fn is_new(&mut self, source: Source, bytes: &[u8]) -> bool {
         match source {
             Source::Published => {
-                if let Some(i) = self.unechoed.iter().position(|v| *v == bytes) {
+                if let Some(i) = self.unechoed.iter().position(|v| v == bytes) {
                     self.unechoed.remove(i);
                     return false;
                 }
             }
             Source::Stored => {
-                if self.known.contains(&bytes) {
+                if self.known.iter().any(|v| v == bytes) {
                     return false;
                 }
-                remember(&mut self.unechoed, bytes.clone());
+                remember(&mut self.unechoed, bytes.to_vec());
             }
         }
-        remember(&mut self.known, bytes);
+        remember(&mut self.known, bytes.to_vec());
         true
     }
 }
@@ -491,7 +527,7 @@ mod tests {
     fn run(values: &[(Source, &[u8])]) -> (u32, Option<String>, Option<TaskResult>) {
         let mut progress = Progress::default();
         for (source, bytes) in values {
-            if let Some(result) = progress.observe("t", *source, bytes.to_vec()).expect("valid result") {
+            if let Some(result) = progress.observe("t", *source, bytes).expect("valid result") {
                 return (progress.retries_seen, progress.last_state, Some(result));
             }
         }
@@ -536,7 +572,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_value_is_an_error_naming_the_task() {
-        let error = Progress::default().observe("t-9", S, b"not json".to_vec()).expect_err("refused");
+        let error = Progress::default().observe("t-9", S, b"not json").expect_err("refused");
         assert!(matches!(&error, BrokerError::BadResult { task_id, .. } if task_id == "t-9"), "{error}");
     }
 }

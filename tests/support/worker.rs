@@ -1,8 +1,11 @@
 //! A real Celery worker (`tests/evalstack/celery_app.py`) for integration tests.
 //!
 //! `Worker::start` runs `.venv/bin/celery ... worker` (created by `scripts/test-env.sh`)
-//! in its own process group, waits for its "ready." log line, and on drop stops the whole
-//! group and deletes the Redis keys the worker left behind (bindings, pidbox).
+//! in its own process group, waits for its "ready." log line, and on drop stops the
+//! worker (then its whole process group) and deletes the Redis keys it left behind
+//! (bindings, pidbox).
+
+#![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt as _;
@@ -142,15 +145,25 @@ impl Worker {
                 let _: redis::RedisResult<u64> = redis::cmd("SREM").arg(set).arg(&ours).query(&mut redis);
             }
         }
+        // The pidbox bindings' expiry entry, once no worker is bound any more.
+        let bound: redis::RedisResult<u64> = redis::cmd("EXISTS").arg("_kombu.binding.celery.pidbox").query(&mut redis);
+        if matches!(bound, Ok(0)) {
+            let _: redis::RedisResult<u64> =
+                redis::cmd("ZREM").arg("_kombu.binding_deadlines").arg("celery.pidbox").query(&mut redis);
+        }
     }
 }
 
 impl Drop for Worker {
-    /// Warm shutdown (SIGTERM to the group), SIGKILL if it takes longer than
-    /// [`STOP_TIMEOUT`], then key cleanup.
+    /// Warm shutdown (SIGTERM to the main process only: the pool processes it manages
+    /// would die of it with `WorkerLostError`), SIGKILL to the group once it exited or
+    /// after [`STOP_TIMEOUT`], then key cleanup. The log is printed if the test failed.
     fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("---- log of celery worker {} ----\n{}", self.node, self.log());
+        }
         if !self.stopped {
-            signal_group(self.child.id(), "-TERM");
+            signal(&self.child.id().to_string(), "-TERM");
             let started = Instant::now();
             while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < STOP_TIMEOUT {
                 thread::sleep(Duration::from_millis(20));
@@ -169,13 +182,14 @@ pub fn redis_url(db: u32) -> String {
     format!("redis://127.0.0.1:6379/{db}")
 }
 
-/// Sends `signal` (e.g. `-TERM`) to the process group led by `pid` (std has no `kill(2)`).
-fn signal_group(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, "--", &format!("-{pid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+/// Sends `signal_name` (e.g. `-KILL`) to the process group led by `pid`.
+fn signal_group(pid: u32, signal_name: &str) {
+    signal(&format!("-{pid}"), signal_name);
+}
+
+/// Runs `kill <signal_name> -- <target>` (std has no `kill(2)`); a negative target is a group.
+fn signal(target: &str, signal_name: &str) {
+    let _ = Command::new("kill").args([signal_name, "--", target]).stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 /// Copies a worker's output into `log` line by line, signalling when it says "ready.".
