@@ -3,9 +3,10 @@
 //! shadowdiff mirrors evaluations to unmodified Python Celery 5 workers by writing Celery
 //! protocol-v2 task messages straight into the Redis broker, and reads their outcomes from
 //! the Redis result backend. This module turns typed values into those bytes and back.
-//! Apart from [`broker`] (the Redis client) it does no IO: the broker client `LPUSH`es what [`encode_task`] returns, `PUBLISH`es what
-//! [`encode_revoke`] returns, and hands the value of a `celery-task-meta-<id>` key (or of a
-//! pub/sub message on the channel of the same name) to [`parse_result`].
+//! Apart from [`broker`] (the Redis client) it does no IO: the broker client `LPUSH`es
+//! what [`encode_task`] returns, `PUBLISH`es what [`encode_revoke`] returns, and hands the
+//! value of a `celery-task-meta-<id>` key (or of a pub/sub message on the channel of the
+//! same name) to [`parse_result`].
 //!
 //! The format is the one captured from Celery 5.7 / kombu 5.7 on Redis 7 and described
 //! field by field in `shared/celery-wire/README.md`; the captured samples are copied into
