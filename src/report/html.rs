@@ -28,7 +28,7 @@ pub fn escape(text: &str) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}\
-th:first-child,td:first-child{text-align:left}.verdict{font-size:1.6em;padding:.4em .8em;display:inline-block}\
+th:first-child,td:first-child,td.text{text-align:left}.verdict{font-size:1.6em;padding:.4em .8em;display:inline-block}\
 .ready{background:#d4f5d4}.notready{background:#fbd4d4}.pass{color:#186a18}.fail{color:#a01010;font-weight:bold}\
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.9em}.add{background:#dfd}.del{background:#fdd}\
 .group{border-left:4px solid #ccc;padding-left:1em;margin:1.5em 0}code{background:#f0f0f0}";
@@ -60,10 +60,10 @@ fn readiness(out: &mut String, report: &Report) {
     out.push_str("<h2>Readiness checks</h2><table><tr><th>check</th><th>limit</th><th>observed</th><th>result</th><th>detail</th></tr>\n");
     for check in &report.readiness.checks {
         let (class, word) = if check.pass { ("pass", "pass") } else { ("fail", "FAIL") };
-        let observed = check.observed.map_or_else(|| "-".into(), |v| format!("{v:.6}"));
+        let observed = check.observed.map_or_else(|| "-".into(), number);
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{word}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{word}</td><td class=\"text\">{}</td></tr>",
             escape(check.name),
             check.limit,
             observed,
@@ -71,6 +71,15 @@ fn readiness(out: &mut String, report: &Report) {
         );
     }
     out.push_str("</table>\n");
+}
+
+/// Whole numbers without decimals, fractions with six significant digits.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.6}")
+    }
 }
 
 fn totals_row(out: &mut String, label: &str, t: &Totals) {
