@@ -72,6 +72,7 @@ impl AdminState {
         let live = LiveGauges {
             shadow_submitted: self.shadow.submitted(),
             queue_depth: self.shadow.queue_depth(),
+            retained_result_bytes: self.shadow.retained_result_bytes(),
             in_flight: self.mirror.in_flight() as u64,
             breaker_state: self.live.breaker.state().as_gauge(),
             sampling_percent: self.live.sampler.percent(),

@@ -23,6 +23,8 @@ pub const CELERY_SUBMITTED: &str = "celery_tasks_submitted_total";
 pub const LEGACY_SUBMITTED: &str = "legacy_tasks_submitted_total";
 /// Messages in the Celery shadow queue (all priority keys).
 pub const CELERY_QUEUE_LENGTH: &str = "celery_queue_length";
+/// Approximate bytes of shadow results left in Redis (`delete_results = false`).
+pub const CELERY_RESULT_BYTES: &str = "shadowdiff_celery_result_bytes_retained";
 /// Judged evaluations by verdict and language.
 pub const COMPARISONS: &str = "shadowdiff_comparisons_total";
 /// Submissions not mirrored, by reason.
@@ -55,6 +57,8 @@ pub struct LiveGauges {
     pub shadow_submitted: u64,
     /// Celery queue depth, when the shadow is Celery.
     pub queue_depth: Option<u64>,
+    /// Bytes of Celery results left in Redis, when the shadow is Celery.
+    pub retained_result_bytes: Option<u64>,
     /// In-flight slots held.
     pub in_flight: u64,
     /// Breaker state gauge.
@@ -104,6 +108,10 @@ pub fn render(snapshot: &Snapshot, proxy: &ProxyStatsSnapshot, gauges: &LiveGaug
     if let Some(depth) = gauges.queue_depth {
         header(&mut out, CELERY_QUEUE_LENGTH, "gauge", "Messages waiting in the Celery shadow queue.");
         let _ = writeln!(out, "{CELERY_QUEUE_LENGTH} {depth}");
+    }
+    if let Some(bytes) = gauges.retained_result_bytes {
+        header(&mut out, CELERY_RESULT_BYTES, "gauge", "Approximate bytes of shadow results left in Redis.");
+        let _ = writeln!(out, "{CELERY_RESULT_BYTES} {bytes}");
     }
 
     header(&mut out, COMPARISONS, "counter", "Judged evaluations by verdict and language.");

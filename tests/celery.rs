@@ -68,7 +68,7 @@ async fn real_worker_every_evaluation_judged_with_known_divergences() {
     let legacy = legacy_py::LegacyService::start(1.0);
     let dir = tempfile::tempdir().expect("tempdir");
     let record = dir.path().join("record.jsonl");
-    let config = celery_config(&legacy.url, &queue, 20_000, "")
+    let config = celery_config(&legacy.url, &queue, 20_000, "delete_results = false\n")
         .replace("[admin]", &format!("[record]\npath = \"{}\"\n[admin]", record.display()));
     let mut sidecar = Sidecar::start(&config);
 
@@ -106,6 +106,16 @@ async fn real_worker_every_evaluation_judged_with_known_divergences() {
     let text = String::from_utf8_lossy(&metrics.body).into_owned();
     assert!(text.lines().any(|l| l == "celery_tasks_submitted_total 12"), "{text}");
     assert!(text.lines().any(|l| l == "celery_queue_length 0"), "{text}");
+    let retained: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shadowdiff_celery_result_bytes_retained "))
+        .and_then(|v| v.parse().ok())
+        .expect("retained result bytes metric");
+    assert!(retained > 1000, "12 results kept in Redis: {retained} bytes");
+    let mut redis = redis::Client::open(worker::redis_url(DB)).expect("url").get_connection().expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("celery-task-meta-*").query(&mut redis).expect("KEYS");
+    assert!(keys.len() >= 12, "results were kept: {}", keys.len());
+    let _: () = redis::cmd("DEL").arg(&keys).query(&mut redis).expect("DEL");
 
     assert!(sidecar.stop().success());
     let lines: Vec<Value> = std::fs::read_to_string(&record)

@@ -35,6 +35,10 @@ pub struct CeleryGauges {
     pub unavailable: AtomicBool,
     /// Tasks pushed into the broker.
     pub submitted: AtomicU64,
+    /// With `delete_results = false`: bytes of the result values left in Redis (they
+    /// expire after the backend's `result_expires`, one day by default). Approximate: the
+    /// JSON of each value, without the key and Redis' own overhead.
+    pub retained_result_bytes: AtomicU64,
 }
 
 /// Celery over Redis.
@@ -108,6 +112,13 @@ impl CeleryShadow {
             }
             Ok(WaitOutcome::Final { result, retries_seen }) => {
                 let outcome_ms = ms_between(submitted_at, Instant::now());
+                if !self.settings.delete_results {
+                    let value = match &result.state {
+                        TaskState::Success(value) => serde_json::to_vec(value).map_or(0, |v| v.len()),
+                        state => state.error().map_or(0, |e| e.to_json().to_string().len()),
+                    };
+                    self.gauges.retained_result_bytes.fetch_add(value as u64, Ordering::Relaxed);
+                }
                 let side = match result.state {
                     TaskState::Success(value) => {
                         Side::Ok { submit_ms, outcome_ms, outcome: outcome::map_fields(&self.rule, value) }

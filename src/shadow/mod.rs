@@ -87,6 +87,16 @@ impl Shadow {
         }
     }
 
+    /// Approximate bytes of Celery results left in Redis (`delete_results = false`).
+    pub fn retained_result_bytes(&self) -> Option<u64> {
+        match self {
+            Shadow::Http(_) => None,
+            Shadow::Celery(shadow) => {
+                Some(shadow.gauges.retained_result_bytes.load(std::sync::atomic::Ordering::Relaxed))
+            }
+        }
+    }
+
     /// The Celery queue depth, for a Celery shadow.
     pub fn queue_depth(&self) -> Option<u64> {
         match self {
