@@ -5,6 +5,8 @@
 # machine (wrk shares it). Only 127.0.0.1 is targeted.
 #
 #   scripts/load.sh [seconds] [connections]        (defaults: 10 s, 64 connections)
+#   SHADOWDIFF_THREADS=N sets shadowdiff's runtime threads (default 1: the load tool
+#   needs the other core)
 #
 # Prints one Markdown table row per target: requests/s, p50 and p99 latency, and for
 # shadowdiff the CPU time it spent per request (from /proc, user + system).
@@ -39,6 +41,7 @@ config() { # percent
 [proxy]
 listen = "127.0.0.1:0"
 mirror_queue = 100000
+worker_threads = ${SHADOWDIFF_THREADS:-1}
 [legacy]
 url = "http://$legacy"
 [legacy.outcome]

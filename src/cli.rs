@@ -91,7 +91,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve { config } => {
             let loaded = Config::load(&config)?;
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = loaded.live.worker_threads {
+                runtime.worker_threads(threads);
+            }
+            let runtime = runtime.enable_all().build()?;
             runtime.block_on(crate::serve::run(config, loaded))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -26,6 +26,8 @@ pub struct LiveConfig {
     pub mirror_queue: usize,
     /// How long pending comparisons may finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Runtime threads, `None` for one per core.
+    pub worker_threads: Option<usize>,
     /// Base URL of `api-service` (`None` when not configured: `serve` refuses to start).
     pub legacy_url: Option<String>,
     /// Time to the legacy response head before a 504.
@@ -352,6 +354,7 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         max_mirror_body_bytes: p.max_mirror_body_bytes,
         mirror_queue: p.mirror_queue.max(1),
         shutdown_grace: Duration::from_millis(p.shutdown_grace_ms),
+        worker_threads: (p.worker_threads > 0).then_some(p.worker_threads),
         legacy_url,
         legacy_timeout: Duration::from_millis(raw.legacy.timeout_ms.unwrap_or(30_000)),
         legacy_outcome,

@@ -21,6 +21,9 @@ pub struct RawProxy {
     pub mirror_queue: usize,
     /// On SIGTERM, how long pending comparisons may still finish.
     pub shutdown_grace_ms: u64,
+    /// Runtime threads; 0 = one per core. On a small machine shared with the upstream or
+    /// a load tool, 1 avoids cross-core wake-ups and serves more (see the README).
+    pub worker_threads: usize,
 }
 
 impl Default for RawProxy {
@@ -32,6 +35,7 @@ impl Default for RawProxy {
             max_mirror_body_bytes: 1 << 20,
             mirror_queue: 10_000,
             shutdown_grace_ms: 10_000,
+            worker_threads: 0,
         }
     }
 }
