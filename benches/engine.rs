@@ -1,14 +1,17 @@
-//! The pure core's speed: parse + judge + record of one evaluation.
+//! The pure core's speed: parse + judge + record of one evaluation, as replay does it
+//! (borrowed from the line: `parse_line_ref` + `Engine::record_ref`).
 //!
 //! Run with `cargo bench --bench engine`. The replay throughput target (200,000
 //! evaluations/s on one core) needs one typical evaluation to cost under 5 µs here.
+//! `judge_record_owned_x1000` is the live proxy's share: judging and counting evaluations it
+//! built as owned `Evaluation`s (no parsing).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shadowdiff::config::Config;
 use shadowdiff::engine::Engine;
-use shadowdiff::fixture::parse_line;
+use shadowdiff::fixture::{parse_line, parse_line_ref};
 
 const FIXTURES: &str = include_str!("../fixtures/evaluations.jsonl");
 
@@ -38,8 +41,17 @@ fn bench(c: &mut Criterion) {
         let mut stats = engine.new_stats();
         b.iter(|| {
             for line in &lines {
-                let evaluation = parse_line(line.as_bytes()).expect("valid fixture");
-                black_box(engine.record(&mut stats, &evaluation));
+                let evaluation = parse_line_ref(line.as_bytes()).expect("valid fixture");
+                black_box(engine.record_ref(&mut stats, &evaluation));
+            }
+        })
+    });
+    let owned: Vec<_> = lines.iter().map(|line| parse_line(line.as_bytes()).expect("valid fixture")).collect();
+    group.bench_function("judge_record_owned_x1000", |b| {
+        let mut stats = engine.new_stats();
+        b.iter(|| {
+            for evaluation in &owned {
+                black_box(engine.record(&mut stats, evaluation));
             }
         })
     });
@@ -52,8 +64,8 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| {
             let mut stats = engine.new_stats();
             b.iter(|| {
-                let evaluation = parse_line(line.as_bytes()).expect("valid");
-                black_box(engine.record(&mut stats, &evaluation));
+                let evaluation = parse_line_ref(line.as_bytes()).expect("valid");
+                black_box(engine.record_ref(&mut stats, &evaluation));
             })
         });
     }

@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::json::{Doc, Elements, Kind, Members, Node};
 use crate::normalize::TextNormalize;
 use crate::pointer::{self, PatternSet, Segment};
 
@@ -94,7 +95,12 @@ pub struct Difference {
 
 /// Lists every difference between two outcome documents under the rules.
 pub fn diff(rules: &Rules, legacy: &Value, shadow: &Value) -> Vec<Difference> {
-    let mut walker = Walker { rules, path: Vec::new(), out: Vec::new() };
+    diff_nodes(rules, Doc::from_value(legacy).root(), Doc::from_value(shadow).root())
+}
+
+/// [`diff`] over borrowed documents, the form the engine judges.
+pub fn diff_nodes(rules: &Rules, legacy: Node<'_>, shadow: Node<'_>) -> Vec<Difference> {
+    let mut walker = Walker { rules, path: Vec::with_capacity(8), out: Vec::new(), found: 0, probing: 0 };
     walker.walk(legacy, shadow);
     walker.out
 }
@@ -102,37 +108,26 @@ pub fn diff(rules: &Rules, legacy: &Value, shadow: &Value) -> Vec<Difference> {
 /// Arrays longer than this are not searched for a reordering (the search is quadratic).
 const MAX_ORDER_SEARCH: usize = 512;
 
-struct Walker<'r, 'v> {
+struct Walker<'r, 'd> {
     rules: &'r Rules,
-    path: Vec<Segment<'v>>,
+    path: Vec<Segment<'d>>,
     out: Vec<Difference>,
+    /// Differences found so far: `out.len()`, plus those only counted while probing.
+    found: usize,
+    /// Above zero while a multiset search tries pairs of elements: it only needs to know
+    /// whether a pair differs, so differences are counted there, not rendered and copied.
+    probing: usize,
 }
 
-impl<'v> Walker<'_, 'v> {
-    fn walk(&mut self, a: &'v Value, b: &'v Value) {
+impl<'d> Walker<'_, 'd> {
+    fn walk(&mut self, a: Node<'d>, b: Node<'d>) {
         if self.rules.ignore.matches(&self.path) {
             return;
         }
-        match (a, b) {
-            (Value::Object(left), Value::Object(right)) => {
-                for (key, value) in left {
-                    self.path.push(Segment::Key(key));
-                    match right.get(key) {
-                        Some(other) => self.walk(value, other),
-                        None => self.report(DiffKind::Missing, Some(value), None),
-                    }
-                    self.path.pop();
-                }
-                for (key, value) in right {
-                    if !left.contains_key(key) {
-                        self.path.push(Segment::Key(key));
-                        self.report(DiffKind::Extra, None, Some(value));
-                        self.path.pop();
-                    }
-                }
-            }
-            (Value::Array(left), Value::Array(right)) => self.walk_arrays(a, b, left, right),
-            (Value::String(left), Value::String(right)) => {
+        match (a.kind(), b.kind()) {
+            (Kind::Object(left), Kind::Object(right)) => self.walk_objects(left, right),
+            (Kind::Array(left), Kind::Array(right)) => self.walk_arrays(a, b, left, right),
+            (Kind::String(left), Kind::String(right)) => {
                 if left == right {
                     return;
                 }
@@ -140,29 +135,118 @@ impl<'v> Walker<'_, 'v> {
                     let norm = &self.rules.text_normalize;
                     let (left, right) = (norm.apply(left), norm.apply(right));
                     if left != right {
-                        let (l, r) = (Value::String(left.into_owned()), Value::String(right.into_owned()));
-                        self.push(DiffKind::Value, Some(l), Some(r), true);
+                        self.push(DiffKind::Value, true, || {
+                            (Some(Value::String(left.into_owned())), Some(Value::String(right.into_owned())))
+                        });
                     }
                 } else {
                     self.report(DiffKind::Value, Some(a), Some(b));
                 }
             }
-            (Value::Number(left), Value::Number(right)) => {
-                if !numbers_equal(left, right, self.rules.float_abs, self.rules.float_rel) {
+            (Kind::Number(left), Kind::Number(right)) => {
+                if !numbers_equal(&left, &right, self.rules.float_abs, self.rules.float_rel) {
                     self.report(DiffKind::Value, Some(a), Some(b));
                 }
             }
-            (Value::Bool(left), Value::Bool(right)) => {
+            (Kind::Bool(left), Kind::Bool(right)) => {
                 if left != right {
                     self.report(DiffKind::Value, Some(a), Some(b));
                 }
             }
-            (Value::Null, Value::Null) => {}
+            (Kind::Null, Kind::Null) => {}
             _ => self.report(DiffKind::Type, Some(a), Some(b)),
         }
     }
 
-    fn walk_arrays(&mut self, a: &'v Value, b: &'v Value, left: &'v [Value], right: &'v [Value]) {
+    /// Objects are compared member by member, by key, and differences are listed in key
+    /// order.
+    fn walk_objects(&mut self, left: Members<'d>, right: Members<'d>) {
+        if left.len() == right.len() && self.walk_aligned(left.clone(), right.clone()) {
+            return;
+        }
+        self.walk_by_key(left, right);
+    }
+
+    /// Both sides nearly always write the same keys in the same order: this pairs members
+    /// as written, which needs no sorting, and returns false (having taken back what it
+    /// found) when the keys do not line up, or when a key repeats and something differs
+    /// (of repeated keys only the last counts, which pairing as written cannot tell).
+    fn walk_aligned(&mut self, left: Members<'d>, right: Members<'d>) -> bool {
+        let before = self.found;
+        // Where each differing member's differences start in `out`, to list them in key
+        // order afterwards; allocated only when something differs.
+        let mut differing: Vec<(&'d str, usize)> = Vec::new();
+        for ((key, x), (other, y)) in left.clone().zip(right) {
+            if key != other {
+                self.rewind(before);
+                return false;
+            }
+            let start = self.found;
+            self.path.push(Segment::Key(key));
+            self.walk(x, y);
+            self.path.pop();
+            if self.found > start {
+                differing.push((key, start));
+            }
+        }
+        if differing.is_empty() {
+            return true;
+        }
+        let mut keys: Vec<&str> = left.map(|(key, _)| key).collect();
+        keys.sort_unstable();
+        if keys.windows(2).any(|pair| pair[0] == pair[1]) {
+            self.rewind(before);
+            return false;
+        }
+        // Each member's differences do not depend on its siblings: listing the blocks in
+        // key order gives what a walk in key order would have found, in its order.
+        if self.probing == 0 && differing.windows(2).any(|pair| pair[0].0 > pair[1].0) {
+            let ends: Vec<usize> = differing.iter().skip(1).map(|&(_, start)| start).chain([self.out.len()]).collect();
+            let mut blocks: Vec<(&str, Vec<Difference>)> = Vec::with_capacity(differing.len());
+            for (&(key, start), &end) in differing.iter().zip(&ends).rev() {
+                blocks.push((key, self.out.drain(start..end).collect()));
+            }
+            blocks.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (_, block) in blocks {
+                self.out.extend(block);
+            }
+        }
+        true
+    }
+
+    /// Pairs members by key (the last of repeated keys), in key order: members only the
+    /// legacy side has are reported among the others, then those only the shadow has (the
+    /// order a walk over two `serde_json::Map`s gives).
+    fn walk_by_key(&mut self, left: Members<'d>, right: Members<'d>) {
+        let (left, right) = (by_key(left), by_key(right));
+        let mut j = 0;
+        for &(key, value) in &left {
+            while j < right.len() && right[j].0 < key {
+                j += 1;
+            }
+            self.path.push(Segment::Key(key));
+            if j < right.len() && right[j].0 == key {
+                self.walk(value, right[j].1);
+                j += 1;
+            } else {
+                self.report(DiffKind::Missing, Some(value), None);
+            }
+            self.path.pop();
+        }
+        let mut i = 0;
+        for &(key, value) in &right {
+            while i < left.len() && left[i].0 < key {
+                i += 1;
+            }
+            if i == left.len() || left[i].0 != key {
+                self.path.push(Segment::Key(key));
+                self.report(DiffKind::Extra, None, Some(value));
+                self.path.pop();
+            }
+        }
+    }
+
+    fn walk_arrays(&mut self, a: Node<'d>, b: Node<'d>, left: Elements<'d>, right: Elements<'d>) {
         if self.rules.unordered.matches(&self.path) {
             if left.len() != right.len() {
                 self.report(DiffKind::Length, Some(a), Some(b));
@@ -175,44 +259,61 @@ impl<'v> Walker<'_, 'v> {
             self.report(DiffKind::Length, Some(a), Some(b));
             return;
         }
-        let before = self.out.len();
-        for (index, (x, y)) in left.iter().zip(right).enumerate() {
+        let before = self.found;
+        for (index, (x, y)) in left.clone().zip(right.clone()).enumerate() {
             self.path.push(Segment::Index(index));
             self.walk(x, y);
             self.path.pop();
         }
-        if self.out.len() > before && left.len() <= MAX_ORDER_SEARCH && self.same_multiset(left, right) {
-            self.out.truncate(before);
+        if self.found > before && left.len() <= MAX_ORDER_SEARCH && self.same_multiset(left, right) {
+            self.rewind(before);
             self.report(DiffKind::Order, Some(a), Some(b));
         }
     }
 
     /// True when every element of `left` pairs with an equal (under the rules) element of
     /// `right`, each used once. Elements are compared at the array's own path plus `*`.
-    fn same_multiset(&mut self, left: &'v [Value], right: &'v [Value]) -> bool {
+    fn same_multiset(&mut self, left: Elements<'d>, right: Elements<'d>) -> bool {
         let mut used = vec![false; right.len()];
-        left.iter().enumerate().all(|(index, x)| {
-            let found = (0..right.len()).find(|&j| {
+        self.probing += 1;
+        let all_paired = left.enumerate().all(|(index, x)| {
+            let found = right.clone().enumerate().find(|&(j, y)| {
                 if used[j] {
                     return false;
                 }
-                let before = self.out.len();
+                let before = self.found;
                 self.path.push(Segment::Index(index));
-                self.walk(x, &right[j]);
+                self.walk(x, y);
                 self.path.pop();
-                let equal = self.out.len() == before;
-                self.out.truncate(before);
+                let equal = self.found == before;
+                self.rewind(before);
                 equal
             });
-            found.map(|j| used[j] = true).is_some()
-        })
+            found.map(|(j, _)| used[j] = true).is_some()
+        });
+        self.probing -= 1;
+        all_paired
     }
 
-    fn report(&mut self, kind: DiffKind, legacy: Option<&Value>, shadow: Option<&Value>) {
-        self.push(kind, legacy.cloned(), shadow.cloned(), false);
+    /// Forgets the differences found after the first `found`.
+    fn rewind(&mut self, found: usize) {
+        self.found = found;
+        if self.probing == 0 {
+            self.out.truncate(found);
+        }
     }
 
-    fn push(&mut self, kind: DiffKind, legacy: Option<Value>, shadow: Option<Value>, is_text: bool) {
+    fn report(&mut self, kind: DiffKind, legacy: Option<Node<'_>>, shadow: Option<Node<'_>>) {
+        self.push(kind, false, || (legacy.map(Node::to_value), shadow.map(Node::to_value)));
+    }
+
+    /// Counts a difference; outside a probe also renders its path and copies its values.
+    fn push(&mut self, kind: DiffKind, is_text: bool, values: impl FnOnce() -> (Option<Value>, Option<Value>)) {
+        self.found += 1;
+        if self.probing > 0 {
+            return;
+        }
+        let (legacy, shadow) = values();
         self.out.push(Difference {
             path: pointer::render(&self.path),
             folded_path: pointer::render_folded(&self.path),
@@ -222,6 +323,21 @@ impl<'v> Walker<'_, 'v> {
             is_text,
         });
     }
+}
+
+/// An object's members sorted by key, each key once: the last of repeated keys, as a
+/// `serde_json::Map` keeps it. The sort is stable, so the last of a run is the last written.
+fn by_key(members: Members<'_>) -> Vec<(&str, Node<'_>)> {
+    let mut sorted: Vec<(&str, Node<'_>)> = members.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut kept: Vec<(&str, Node<'_>)> = Vec::with_capacity(sorted.len());
+    for member in sorted {
+        if kept.last().is_some_and(|last| last.0 == member.0) {
+            kept.pop();
+        }
+        kept.push(member);
+    }
+    kept
 }
 
 /// Integers compare exactly (beyond 2^53 too); otherwise `|a-b| <= abs` or `|a-b| <= rel * max(|a|,|b|)`.
@@ -324,6 +440,36 @@ mod tests {
         assert_eq!(found[0].shadow, Some(json!("2")));
         // A non-text path is compared byte for byte.
         assert_eq!(kinds(json!({"stderr": "a\r\n"}), json!({"stderr": "a\n"})), one("/stderr", DiffKind::Value));
+    }
+
+    /// Differences of documents as written (members in any order, keys possibly repeated).
+    fn written(legacy: &str, shadow: &str) -> Vec<(String, DiffKind)> {
+        let (legacy, shadow): (Doc, Doc) = (parse(legacy), parse(shadow));
+        diff_nodes(&rules(), legacy.root(), shadow.root()).into_iter().map(|d| (d.path, d.kind)).collect()
+    }
+
+    fn parse(text: &str) -> Doc<'_> {
+        serde_json::from_str(text).expect("document")
+    }
+
+    #[test]
+    fn differences_come_in_key_order_whatever_the_written_order() {
+        let found = written(r#"{"b":1,"a":1,"c":[1],"d":0}"#, r#"{"b":2,"a":2,"c":[2],"d":0}"#);
+        let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["/a", "/b", "/c/0"]);
+        let mixed = written(r#"{"b":1,"z":0,"a":1}"#, r#"{"a":2,"y":0,"b":2}"#);
+        let paths: Vec<(&str, DiffKind)> = mixed.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+        assert_eq!(
+            paths,
+            [("/a", DiffKind::Value), ("/b", DiffKind::Value), ("/z", DiffKind::Missing), ("/y", DiffKind::Extra)]
+        );
+    }
+
+    #[test]
+    fn of_repeated_keys_the_last_counts() {
+        assert!(written(r#"{"a":1,"a":2}"#, r#"{"a":3,"a":2}"#).is_empty());
+        assert_eq!(written(r#"{"a":2,"a":1}"#, r#"{"a":2,"a":3}"#), one("/a", DiffKind::Value));
+        assert!(written(r#"{"a":1,"b":0,"a":2}"#, r#"{"b":0,"a":2}"#).is_empty());
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The engine both drivers share: judge an evaluation, count it.
 //!
-//! Replay feeds it evaluations read from fixtures; the live proxy feeds it evaluations it
-//! assembled from what it saw. Whatever the live path concludes, replay concludes from a
-//! recording, because both go through [`Engine::record`].
+//! Replay feeds it evaluations read from fixtures, borrowed from each line
+//! ([`Engine::record_ref`]); the live proxy feeds it evaluations it assembled from what it
+//! saw, owned ([`Engine::judge`], [`Engine::record`]), which are judged through a borrowed
+//! view of them. Whatever the live path concludes, replay concludes from a recording,
+//! because both are judged by the same code ([`verdict::judge_ref`]) and counted by the
+//! same [`Stats`].
 
 use std::sync::Arc;
 
@@ -11,6 +14,7 @@ use crate::fixture::Evaluation;
 use crate::readiness::{self, Readiness};
 use crate::stats::Stats;
 use crate::verdict::{self, Verdict};
+use crate::view::EvaluationRef;
 
 /// Comparison rules, equivalences and report policy, ready to judge.
 #[derive(Debug, Clone)]
@@ -45,8 +49,18 @@ impl Engine {
 
     /// Judges one evaluation and counts it; returns the verdict.
     pub fn record(&self, stats: &mut Stats, evaluation: &Evaluation) -> Verdict {
-        let verdict = self.judge(evaluation);
-        stats.record(evaluation, &verdict, &self.rule_names);
+        self.record_ref(stats, &evaluation.view())
+    }
+
+    /// Judges one borrowed evaluation (see [`crate::view`]).
+    pub fn judge_ref(&self, evaluation: &EvaluationRef<'_>) -> Verdict {
+        verdict::judge_ref(&self.config.rules, &self.config.equivalences, evaluation)
+    }
+
+    /// Judges one borrowed evaluation and counts it; returns the verdict. Replay's path.
+    pub fn record_ref(&self, stats: &mut Stats, evaluation: &EvaluationRef<'_>) -> Verdict {
+        let verdict = self.judge_ref(evaluation);
+        stats.record_ref(evaluation, &verdict, &self.rule_names);
         verdict
     }
 

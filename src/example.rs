@@ -74,9 +74,20 @@ pub struct ShownDifference {
 impl Example {
     /// Builds the example for one mismatching evaluation.
     pub fn new(policy: &ExamplePolicy, evaluation: &Evaluation, differences: &[Difference]) -> Example {
+        Example::from_parts(policy, &evaluation.eval_id, evaluation.request.clone(), differences)
+    }
+
+    /// Builds the example from the evaluation's id and request, whichever form the
+    /// evaluation was in (replay's borrowed evaluations build the request only for this).
+    pub fn from_parts(
+        policy: &ExamplePolicy,
+        eval_id: &str,
+        request: Option<Value>,
+        differences: &[Difference],
+    ) -> Example {
         Example {
-            eval_id: evaluation.eval_id.clone(),
-            request: evaluation.request.as_ref().map(|request| redact(request, &policy.redact)),
+            eval_id: eval_id.to_string(),
+            request: request.map(|request| redact_owned(request, &policy.redact)),
             differences: differences.iter().map(|d| show(policy, d)).collect(),
         }
     }
@@ -131,7 +142,11 @@ fn truncate(value: &Value, max_bytes: usize) -> Value {
 /// Replaces each field named by a pattern with `{"redacted": true, "bytes": N, "fnv1a64": H}`,
 /// so that examples can still tell equal code from different code without showing it.
 pub fn redact(request: &Value, patterns: &[Pattern]) -> Value {
-    let mut copy = request.clone();
+    redact_owned(request.clone(), patterns)
+}
+
+/// [`redact`] of a value the caller no longer needs.
+fn redact_owned(mut copy: Value, patterns: &[Pattern]) -> Value {
     for pattern in patterns {
         let Some(tokens) = pattern.literal_tokens() else { continue };
         let Some(pointer) = tokens.iter().try_fold(&mut copy, |v, t| match v {

@@ -10,6 +10,9 @@ use std::io::BufRead;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::json::Doc;
+use crate::view::{EvaluationRef, SideRef};
+
 /// The only format version this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -34,11 +37,10 @@ pub struct Evaluation {
 
 /// The fate of an evaluation on one system.
 ///
-/// In the format it is one object tagged by `state`; it is read through a flat struct
-/// because serde's internally tagged enums buffer the whole outcome
-/// before decoding it, which costs more than the rest of a replay together.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "lowercase", try_from = "RawSide")]
+/// In the format it is one object tagged by `state`. It is read through
+/// [`SideRef`], whose parser checks the fields against the state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
 pub enum Side {
     /// A final outcome arrived.
     Ok {
@@ -65,40 +67,59 @@ pub enum Side {
     },
 }
 
-/// A side as written: every field optional, checked against `state` afterwards.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSide {
-    state: State,
-    #[serde(default)]
-    submit_ms: Option<f64>,
-    #[serde(default)]
-    outcome_ms: Option<f64>,
-    #[serde(default, deserialize_with = "present")]
-    outcome: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    error: Option<Value>,
-    #[serde(default)]
-    waited_ms: Option<f64>,
+impl<'de> Deserialize<'de> for Side {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Side, D::Error> {
+        SideRef::deserialize(deserializer).map(|side| side.to_owned_side())
+    }
 }
 
+/// A side as written: every field optional, checked against `state` afterwards.
+///
+/// serde's internally tagged enums would buffer the whole outcome before decoding it,
+/// which costs more than the rest of a replay together; a flat struct reads it in one pass.
+/// The fast path ([`crate::fixture_fast`]) fills the same struct, so both paths judge the
+/// fields against the state in the same place.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSide<'a> {
+    pub(crate) state: State,
+    #[serde(default)]
+    pub(crate) submit_ms: Option<f64>,
+    #[serde(default)]
+    pub(crate) outcome_ms: Option<f64>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub(crate) outcome: Option<Doc<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    pub(crate) error: Option<Doc<'a>>,
+    #[serde(default)]
+    pub(crate) waited_ms: Option<f64>,
+}
+
+/// The `state` of a side.
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
-enum State {
+pub(crate) enum State {
     Ok,
     Error,
     Lost,
 }
 
 /// A key that is present holds a value, even `null` (which `Option` alone would lose).
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(deserializer).map(Some)
+fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Doc<'a>>, D::Error> {
+    Doc::deserialize(deserializer).map(Some)
 }
 
-impl TryFrom<RawSide> for Side {
+impl<'de: 'a, 'a> Deserialize<'de> for SideRef<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SideRef<'a>, D::Error> {
+        let raw = RawSide::deserialize(deserializer)?;
+        SideRef::try_from(raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'a> TryFrom<RawSide<'a>> for SideRef<'a> {
     type Error = String;
 
-    fn try_from(raw: RawSide) -> Result<Side, String> {
+    fn try_from(raw: RawSide<'a>) -> Result<SideRef<'a>, String> {
         let (state, allowed): (&str, &[&str]) = match raw.state {
             State::Ok => ("ok", &["submit_ms", "outcome_ms", "outcome"]),
             State::Error => ("error", &["submit_ms", "error"]),
@@ -115,17 +136,18 @@ impl TryFrom<RawSide> for Side {
         }
         let required = |field: &str| format!("state \"{state}\" requires field `{field}`");
         Ok(match raw.state {
-            State::Ok => Side::Ok {
+            State::Ok => SideRef::Ok {
                 submit_ms: raw.submit_ms.ok_or_else(|| required("submit_ms"))?,
                 outcome_ms: raw.outcome_ms.ok_or_else(|| required("outcome_ms"))?,
                 outcome: raw.outcome.ok_or_else(|| required("outcome"))?,
             },
             State::Error => {
-                Side::Error { submit_ms: raw.submit_ms, error: raw.error.ok_or_else(|| required("error"))? }
+                SideRef::Error { submit_ms: raw.submit_ms, error: raw.error.ok_or_else(|| required("error"))? }
             }
-            State::Lost => {
-                Side::Lost { submit_ms: raw.submit_ms, waited_ms: raw.waited_ms.ok_or_else(|| required("waited_ms"))? }
-            }
+            State::Lost => SideRef::Lost {
+                submit_ms: raw.submit_ms,
+                waited_ms: raw.waited_ms.ok_or_else(|| required("waited_ms"))?,
+            },
         })
     }
 }
@@ -164,37 +186,6 @@ impl Side {
         }?;
         rest.is_empty().then_some(field)
     }
-
-    fn validate(&self, name: &str) -> Result<(), String> {
-        let check = |key: &str, value: f64| {
-            if value.is_finite() && value >= 0.0 {
-                Ok(())
-            } else {
-                Err(format!("{name}.{key} must be a finite number >= 0, got {value}"))
-            }
-        };
-        match self {
-            Side::Ok { submit_ms, outcome_ms, outcome } => {
-                check("submit_ms", *submit_ms)?;
-                check("outcome_ms", *outcome_ms)?;
-                if !outcome.is_object() {
-                    return Err(format!("{name}.outcome must be a JSON object"));
-                }
-            }
-            Side::Error { submit_ms, .. } => {
-                if let Some(ms) = submit_ms {
-                    check("submit_ms", *ms)?;
-                }
-            }
-            Side::Lost { submit_ms, waited_ms } => {
-                if let Some(ms) = submit_ms {
-                    check("submit_ms", *ms)?;
-                }
-                check("waited_ms", *waited_ms)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 impl Evaluation {
@@ -222,14 +213,24 @@ pub enum LineError {
     Invalid(String),
 }
 
-/// Parses one line (without its newline) into an evaluation.
+/// Parses one line (without its newline) into an owned evaluation.
 pub fn parse_line(line: &[u8]) -> Result<Evaluation, LineError> {
+    parse_line_ref(line).map(|evaluation| evaluation.to_owned_evaluation())
+}
+
+/// Parses one line (without its newline) into an evaluation that borrows from it: the
+/// cheap form replay judges (see [`crate::view`]). Refuses exactly what [`parse_line`] does.
+pub fn parse_line_ref(line: &[u8]) -> Result<EvaluationRef<'_>, LineError> {
     let text = std::str::from_utf8(line).map_err(|e| LineError::InvalidUtf8(e.valid_up_to()))?;
     if text.trim().is_empty() {
         return Err(LineError::Blank);
     }
-    let evaluation: Evaluation = serde_json::from_str(text).map_err(|e| LineError::Json(json_reason(&e)))?;
-    evaluation.validate().map_err(LineError::Invalid)?;
+    // The fast path reads well-formed lines; serde_json reads the rest and words the errors.
+    let evaluation = match crate::fixture_fast::evaluation(text) {
+        Some(evaluation) => evaluation,
+        None => serde_json::from_str(text).map_err(|e| LineError::Json(json_reason(&e)))?,
+    };
+    validate(&evaluation).map_err(LineError::Invalid)?;
     Ok(evaluation)
 }
 
@@ -243,19 +244,51 @@ fn json_reason(error: &serde_json::Error) -> String {
     format!("{message} (column {})", error.column())
 }
 
-impl Evaluation {
-    fn validate(&self) -> Result<(), String> {
-        if self.v != FORMAT_VERSION {
-            return Err(format!("unsupported format version v={} (this build reads v=1)", self.v));
+/// The checks the JSON shape alone cannot make.
+fn validate(evaluation: &EvaluationRef<'_>) -> Result<(), String> {
+    if evaluation.v != FORMAT_VERSION {
+        return Err(format!("unsupported format version v={} (this build reads v=1)", evaluation.v));
+    }
+    if evaluation.eval_id.is_empty() {
+        return Err("eval_id must not be empty".into());
+    }
+    if evaluation.language.is_empty() {
+        return Err("language must not be empty".into());
+    }
+    evaluation.legacy.validate("legacy")?;
+    evaluation.shadow.validate("shadow")
+}
+
+impl SideRef<'_> {
+    fn validate(&self, name: &str) -> Result<(), String> {
+        let check = |key: &str, value: f64| {
+            if value.is_finite() && value >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name}.{key} must be a finite number >= 0, got {value}"))
+            }
+        };
+        match self {
+            SideRef::Ok { submit_ms, outcome_ms, outcome } => {
+                check("submit_ms", *submit_ms)?;
+                check("outcome_ms", *outcome_ms)?;
+                if !outcome.root().is_object() {
+                    return Err(format!("{name}.outcome must be a JSON object"));
+                }
+            }
+            SideRef::Error { submit_ms, .. } => {
+                if let Some(ms) = submit_ms {
+                    check("submit_ms", *ms)?;
+                }
+            }
+            SideRef::Lost { submit_ms, waited_ms } => {
+                if let Some(ms) = submit_ms {
+                    check("submit_ms", *ms)?;
+                }
+                check("waited_ms", *waited_ms)?;
+            }
         }
-        if self.eval_id.is_empty() {
-            return Err("eval_id must not be empty".into());
-        }
-        if self.language.is_empty() {
-            return Err("language must not be empty".into());
-        }
-        self.legacy.validate("legacy")?;
-        self.shadow.validate("shadow")
+        Ok(())
     }
 }
 
@@ -268,7 +301,19 @@ pub struct Line {
     pub parsed: Result<Evaluation, LineError>,
 }
 
+/// A line of input with its 1-based number, parsed into a view of the reader's buffer.
+#[derive(Debug)]
+pub struct LineRef<'a> {
+    /// 1-based line number in its file.
+    pub number: u64,
+    /// The parsed evaluation, or why the line is malformed.
+    pub parsed: Result<EvaluationRef<'a>, LineError>,
+}
+
 /// Reads evaluations from a stream one line at a time; memory stays that of one line.
+///
+/// As an [`Iterator`] it yields owned evaluations; [`FixtureReader::next_ref`] yields
+/// views of its line buffer instead, which is what replay uses.
 pub struct FixtureReader<R> {
     reader: R,
     buffer: Vec<u8>,
@@ -280,12 +325,9 @@ impl<R: BufRead> FixtureReader<R> {
     pub fn new(reader: R) -> FixtureReader<R> {
         FixtureReader { reader, buffer: Vec::with_capacity(4096), number: 0 }
     }
-}
 
-impl<R: BufRead> Iterator for FixtureReader<R> {
-    type Item = std::io::Result<Line>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next line, parsed into a view that lives until the next call; `None` at the end.
+    pub fn next_ref(&mut self) -> Option<std::io::Result<LineRef<'_>>> {
         self.buffer.clear();
         match self.reader.read_until(b'\n', &mut self.buffer) {
             Ok(0) => None,
@@ -295,10 +337,22 @@ impl<R: BufRead> Iterator for FixtureReader<R> {
                 if let Some(stripped) = line.strip_suffix(b"\n") {
                     line = stripped.strip_suffix(b"\r").unwrap_or(stripped);
                 }
-                Some(Ok(Line { number: self.number, parsed: parse_line(line) }))
+                Some(Ok(LineRef { number: self.number, parsed: parse_line_ref(line) }))
             }
             Err(e) => Some(Err(e)),
         }
+    }
+}
+
+impl<R: BufRead> Iterator for FixtureReader<R> {
+    type Item = std::io::Result<Line>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let line = self.next_ref()?;
+        Some(line.map(|line| Line {
+            number: line.number,
+            parsed: line.parsed.map(|evaluation| evaluation.to_owned_evaluation()),
+        }))
     }
 }
 

@@ -19,8 +19,21 @@ pub enum Segment<'a> {
 /// A pattern segment: a literal token or the `*` wildcard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
-    Literal(String),
+    /// A literal token, and the array index it also names when it is one (`"3"`), parsed
+    /// once here rather than at every comparison.
+    Literal(String, Option<usize>),
     Any,
+}
+
+impl Token {
+    #[inline]
+    fn matches(&self, segment: &Segment<'_>) -> bool {
+        match (self, segment) {
+            (Token::Any, _) => true,
+            (Token::Literal(literal, _), Segment::Key(key)) => literal == key,
+            (Token::Literal(_, index), Segment::Index(at)) => *index == Some(*at),
+        }
+    }
 }
 
 /// A parsed pointer pattern such as `/tests/*/time_ms`.
@@ -56,7 +69,9 @@ impl Pattern {
                 if raw == "*" {
                     Ok(Token::Any)
                 } else {
-                    unescape(raw).map(Token::Literal).ok_or_else(|| PointerError::BadEscape(text.to_string()))
+                    let literal = unescape(raw).ok_or_else(|| PointerError::BadEscape(text.to_string()))?;
+                    let index = literal.parse::<usize>().ok();
+                    Ok(Token::Literal(literal, index))
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -64,13 +79,12 @@ impl Pattern {
     }
 
     /// True when the pattern names exactly this location.
+    // The last segment is compared first: it tells most locations apart (the diff asks
+    // about every member of an object, and they share everything but their last segment).
+    #[inline]
     pub fn matches(&self, path: &[Segment<'_>]) -> bool {
         self.tokens.len() == path.len()
-            && self.tokens.iter().zip(path).all(|(token, segment)| match (token, segment) {
-                (Token::Any, _) => true,
-                (Token::Literal(lit), Segment::Key(key)) => lit == key,
-                (Token::Literal(lit), Segment::Index(index)) => lit.parse::<usize>() == Ok(*index),
-            })
+            && self.tokens.iter().rev().zip(path.iter().rev()).all(|(token, segment)| token.matches(segment))
     }
 
     /// The literal segments, or `None` when the pattern holds a wildcard.
@@ -78,7 +92,7 @@ impl Pattern {
         self.tokens
             .iter()
             .map(|token| match token {
-                Token::Literal(lit) => Some(lit.as_str()),
+                Token::Literal(lit, _) => Some(lit.as_str()),
                 Token::Any => None,
             })
             .collect()

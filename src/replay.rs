@@ -92,12 +92,15 @@ pub fn replay_reader<R: BufRead>(
     bar: Option<&ProgressBar>,
 ) -> Result<(), ReplayError> {
     let mut last_line = 0;
-    for line in FixtureReader::new(reader) {
+    let mut lines = FixtureReader::new(reader);
+    // `next_ref` lends each line's evaluation from the reader's buffer until the next call:
+    // nothing of a line outlives its turn, so memory stays that of one line.
+    while let Some(line) = lines.next_ref() {
         let line = line.map_err(|source| ReplayError::Read { file: name.to_string(), line: last_line, source })?;
         last_line = line.number;
         match line.parsed {
             Ok(evaluation) => {
-                engine.record(stats, &evaluation);
+                engine.record_ref(stats, &evaluation);
             }
             Err(reason) if options.strict => {
                 return Err(ReplayError::Malformed {

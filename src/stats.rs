@@ -10,12 +10,15 @@ use std::ops::AddAssign;
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::compare::Difference;
 use crate::example::{Example, ExamplePolicy};
 use crate::fixture::{Evaluation, Side};
 use crate::histogram::{Latency, SignedLatency};
+use crate::json::Doc;
 use crate::verdict::{Verdict, VerdictKind};
+use crate::view::{EvaluationRef, SideRef};
 
 /// Verdict counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -85,12 +88,12 @@ pub struct SideLatency {
 }
 
 impl SideLatency {
-    fn record(&mut self, side: &Side) {
-        if let Some(ms) = side.submit_ms() {
+    fn record(&mut self, times: Times) {
+        if let Some(ms) = times.submit_ms {
             self.submit_ms.record_ms(ms);
         }
-        if let Side::Ok { outcome_ms, .. } = side {
-            self.outcome_ms.record_ms(*outcome_ms);
+        if let Some(ms) = times.outcome_ms {
+            self.outcome_ms.record_ms(ms);
         }
     }
 
@@ -112,12 +115,10 @@ pub struct LatencySet {
 }
 
 impl LatencySet {
-    fn record(&mut self, evaluation: &Evaluation) {
-        self.legacy.record(&evaluation.legacy);
-        self.shadow.record(&evaluation.shadow);
-        if let (Side::Ok { outcome_ms: legacy, .. }, Side::Ok { outcome_ms: shadow, .. }) =
-            (&evaluation.legacy, &evaluation.shadow)
-        {
+    fn record(&mut self, legacy: Times, shadow: Times) {
+        self.legacy.record(legacy);
+        self.shadow.record(shadow);
+        if let (Some(legacy), Some(shadow)) = (legacy.outcome_ms, shadow.outcome_ms) {
             self.delta_outcome_ms.record_ms(shadow - legacy);
         }
     }
@@ -211,18 +212,47 @@ impl Stats {
 
     /// Counts one judged evaluation; `rule_names` names the equivalence rules by index.
     pub fn record(&mut self, evaluation: &Evaluation, verdict: &Verdict, rule_names: &[String]) {
+        let counted = Counted {
+            eval_id: &evaluation.eval_id,
+            language: &evaluation.language,
+            legacy: Times::of(&evaluation.legacy),
+            shadow: Times::of(&evaluation.shadow),
+            request: evaluation.request.as_ref().map(Request::Owned),
+        };
+        self.count(counted, verdict, rule_names);
+    }
+
+    /// [`Stats::record`] for a borrowed evaluation (see [`crate::view`]).
+    pub fn record_ref(&mut self, evaluation: &EvaluationRef<'_>, verdict: &Verdict, rule_names: &[String]) {
+        let counted = Counted {
+            eval_id: &evaluation.eval_id,
+            language: &evaluation.language,
+            legacy: Times::of_ref(&evaluation.legacy),
+            shadow: Times::of_ref(&evaluation.shadow),
+            request: evaluation.request.as_ref().map(Request::Borrowed),
+        };
+        self.count(counted, verdict, rule_names);
+    }
+
+    fn count(&mut self, evaluation: Counted<'_>, verdict: &Verdict, rule_names: &[String]) {
         let kind = verdict.kind();
         self.totals.count(kind);
-        self.latency.record(evaluation);
-        let language = self.language_slot(&evaluation.language);
+        self.latency.record(evaluation.legacy, evaluation.shadow);
+        let language = self.language_slot(evaluation.language);
         language.totals.count(kind);
-        language.latency.record(evaluation);
+        language.latency.record(evaluation.legacy, evaluation.shadow);
         match verdict {
             Verdict::Equivalent(index) => {
                 let name = rule_names.get(*index).map_or("(unnamed)", String::as_str);
-                *self.equivalent_by_rule.entry(name.to_string()).or_default() += 1;
+                // Most verdicts find their counter: only a new name costs an allocation.
+                match self.equivalent_by_rule.get_mut(name) {
+                    Some(count) => *count += 1,
+                    None => {
+                        self.equivalent_by_rule.insert(name.to_string(), 1);
+                    }
+                }
             }
-            Verdict::Mismatch(differences) => self.group(evaluation, differences),
+            Verdict::Mismatch(differences) => self.group(&evaluation, differences),
             _ => {}
         }
     }
@@ -236,22 +266,19 @@ impl Stats {
     }
 
     fn language_slot(&mut self, language: &str) -> &mut LanguageStats {
-        let key = if self.by_language.contains_key(language) || self.by_language.len() < MAX_LANGUAGES {
-            language
-        } else {
-            OTHER_LANGUAGE
-        };
-        if !self.by_language.contains_key(key) {
+        let known = self.by_language.contains_key(language);
+        let key = if known || self.by_language.len() < MAX_LANGUAGES { language } else { OTHER_LANGUAGE };
+        if !known && !self.by_language.contains_key(key) {
             self.by_language.insert(key.to_string(), LanguageStats::default());
         }
         self.by_language.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
-    fn group(&mut self, evaluation: &Evaluation, differences: &[Difference]) {
+    fn group(&mut self, evaluation: &Counted<'_>, differences: &[Difference]) {
         let mut paths: Vec<String> = differences.iter().map(|d| d.folded_path.clone()).collect();
         paths.sort();
         paths.dedup();
-        let fingerprint = fingerprint(&evaluation.language, &paths);
+        let fingerprint = fingerprint(evaluation.language, &paths);
         if !self.groups.contains_key(&fingerprint) && self.groups.len() >= self.policy.max_groups {
             self.ungrouped_mismatches += 1;
             return;
@@ -259,16 +286,63 @@ impl Stats {
         let policy = Arc::clone(&self.policy);
         let group = self.groups.entry(fingerprint.clone()).or_insert_with(|| Group {
             fingerprint,
-            language: evaluation.language.clone(),
+            language: evaluation.language.to_string(),
             paths,
             count: 0,
             examples: Vec::new(),
         });
         group.count += 1;
         if group.examples.len() < policy.examples_per_group {
-            group.examples.push(Example::new(&policy, evaluation, differences));
+            // Only here is a borrowed request turned into a `Value`: most never need one.
+            let request = evaluation.request.as_ref().map(|request| match request {
+                Request::Owned(value) => (*value).clone(),
+                Request::Borrowed(doc) => doc.to_value(),
+            });
+            group.examples.push(Example::from_parts(&policy, evaluation.eval_id, request, differences));
         }
     }
+}
+
+/// What counting needs of an evaluation, taken from either form of it without copying:
+/// the live proxy's owned [`Evaluation`] or replay's borrowed [`EvaluationRef`].
+struct Counted<'e> {
+    eval_id: &'e str,
+    language: &'e str,
+    legacy: Times,
+    shadow: Times,
+    request: Option<Request<'e>>,
+}
+
+/// A side's times, as far as it has them.
+#[derive(Clone, Copy)]
+struct Times {
+    submit_ms: Option<f64>,
+    /// Only a side with an outcome has one.
+    outcome_ms: Option<f64>,
+}
+
+impl Times {
+    fn of(side: &Side) -> Times {
+        let outcome_ms = match side {
+            Side::Ok { outcome_ms, .. } => Some(*outcome_ms),
+            _ => None,
+        };
+        Times { submit_ms: side.submit_ms(), outcome_ms }
+    }
+
+    fn of_ref(side: &SideRef<'_>) -> Times {
+        let outcome_ms = match side {
+            SideRef::Ok { outcome_ms, .. } => Some(*outcome_ms),
+            _ => None,
+        };
+        Times { submit_ms: side.submit_ms(), outcome_ms }
+    }
+}
+
+/// The recorded request, in the form the evaluation holds it.
+enum Request<'e> {
+    Owned(&'e Value),
+    Borrowed(&'e Doc<'e>),
 }
 
 /// FNV-1a of the language and the sorted paths, as 16 hex digits: stable across runs and

@@ -6,11 +6,15 @@
 //! 3. did the shadow side fail or get lost (`shadow_error`, `shadow_lost`)?
 //! 4. otherwise the outcomes are compared: `match` or `mismatch` with its differences.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::compare::{self, Difference, Rules};
-use crate::fixture::{Evaluation, Side};
+use crate::fixture::Evaluation;
+use crate::json::{Kind, Node};
+use crate::view::{EvaluationRef, Field, SideRef};
 
 /// One condition of an equivalence rule: the side document holds `value` at `pointer`.
 #[derive(Debug, Clone)]
@@ -35,27 +39,35 @@ pub struct Equivalence {
 }
 
 impl Equivalence {
-    fn holds(&self, legacy: &Side, shadow: &Side) -> bool {
+    fn holds(&self, legacy: &SideRef<'_>, shadow: &SideRef<'_>) -> bool {
         all_hold(&self.legacy, legacy) && all_hold(&self.shadow, shadow)
     }
 }
 
-fn all_hold(conditions: &[Condition], side: &Side) -> bool {
+fn all_hold(conditions: &[Condition], side: &SideRef<'_>) -> bool {
     conditions.iter().all(|condition| {
-        let tokens: Vec<&str> = condition.tokens.iter().map(String::as_str).collect();
-        side.lookup(&tokens).is_some_and(|found| json_equal(&found, &condition.value))
+        side.lookup(&condition.tokens).is_some_and(|found| match found {
+            Field::State(state) => condition.value.as_str() == Some(state),
+            Field::Number(n) => condition.value.as_f64() == Some(n),
+            Field::Document(node) => json_equal(node, &condition.value),
+        })
     })
 }
 
 /// Equality where `1` and `1.0` are the same number (TOML and JSON spell them differently).
-fn json_equal(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+fn json_equal(a: Node<'_>, b: &Value) -> bool {
+    match (a.kind(), b) {
+        (Kind::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Kind::Array(x), Value::Array(y)) => x.len() == y.len() && x.zip(y).all(|(p, q)| json_equal(p, q)),
+        // `x` may repeat a key (the last counts): compare its distinct keys with `y`'s.
+        (Kind::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&str> = x.map(|(key, _)| key).collect();
+            keys.len() == y.len() && y.iter().all(|(k, w)| a.get(k).is_some_and(|v| json_equal(v, w)))
         }
-        _ => a == b,
+        (Kind::String(x), Value::String(y)) => x == y,
+        (Kind::Bool(x), Value::Bool(y)) => x == *y,
+        (Kind::Null, Value::Null) => true,
+        _ => false,
     }
 }
 
@@ -134,18 +146,23 @@ impl Verdict {
 
 /// Judges one evaluation.
 pub fn judge(rules: &Rules, equivalences: &[Equivalence], evaluation: &Evaluation) -> Verdict {
+    judge_ref(rules, equivalences, &evaluation.view())
+}
+
+/// Judges one borrowed evaluation (see [`crate::view`]).
+pub fn judge_ref(rules: &Rules, equivalences: &[Equivalence], evaluation: &EvaluationRef<'_>) -> Verdict {
     let (legacy, shadow) = (&evaluation.legacy, &evaluation.shadow);
     if let Some(index) = equivalences.iter().position(|rule| rule.holds(legacy, shadow)) {
         return Verdict::Equivalent(index);
     }
-    let Side::Ok { outcome: legacy_outcome, .. } = legacy else {
+    let SideRef::Ok { outcome: legacy_outcome, .. } = legacy else {
         return Verdict::LegacyFailed;
     };
     match shadow {
-        Side::Error { .. } => Verdict::ShadowError,
-        Side::Lost { .. } => Verdict::ShadowLost,
-        Side::Ok { outcome: shadow_outcome, .. } => {
-            let differences = compare::diff(rules, legacy_outcome, shadow_outcome);
+        SideRef::Error { .. } => Verdict::ShadowError,
+        SideRef::Lost { .. } => Verdict::ShadowLost,
+        SideRef::Ok { outcome: shadow_outcome, .. } => {
+            let differences = compare::diff_nodes(rules, legacy_outcome.root(), shadow_outcome.root());
             if differences.is_empty() {
                 Verdict::Match
             } else {
@@ -158,6 +175,7 @@ pub fn judge(rules: &Rules, equivalences: &[Equivalence], evaluation: &Evaluatio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture::Side;
     use serde_json::json;
 
     fn ok(outcome: Value) -> Side {
@@ -214,7 +232,15 @@ mod tests {
 
     #[test]
     fn numbers_in_conditions_ignore_spelling() {
-        assert!(json_equal(&json!(1), &json!(1.0)));
-        assert!(!json_equal(&json!(1), &json!("1")));
+        let equal = |a: Value, b: Value| json_equal(crate::json::Doc::from_value(&a).root(), &b);
+        assert!(equal(json!(1), json!(1.0)));
+        assert!(!equal(json!(1), json!("1")));
+        assert!(equal(json!({"a": [1, null, "x", true]}), json!({"a": [1.0, null, "x", true]})));
+        assert!(!equal(json!({"a": 1}), json!({"a": 1, "b": 2})));
+        assert!(!equal(json!(null), json!(false)));
+        let repeated: crate::json::Doc = serde_json::from_str(r#"{"a":1,"b":2,"a":3}"#).expect("doc");
+        assert!(json_equal(repeated.root(), &json!({"a": 3, "b": 2})));
+        assert!(!json_equal(repeated.root(), &json!({"a": 1, "b": 2})));
+        assert!(!json_equal(repeated.root(), &json!({"a": 3, "b": 2, "c": 0})));
     }
 }
