@@ -3,7 +3,8 @@
 # task into the local Redis (127.0.0.1:6379, database 14, a queue of its own).
 #
 #   scripts/load-celery.sh [seconds] [connections]     (defaults: 10 s, 64 connections)
-#   SHADOWDIFF_THREADS=N sets shadowdiff's runtime threads (default 1)
+#   SHADOWDIFF_THREADS=N sets shadowdiff's runtime threads (default 2: one thread measured
+#   fewer pushes per second here, the Redis round trips want both cores)
 #
 # 1. No worker: how many submissions per second are mirrored (tasks pushed), and the
 #    client's latency against the direct path. Results cannot come, so each evaluation
@@ -46,7 +47,7 @@ config() { # task, deadline_ms
 [proxy]
 listen = "127.0.0.1:0"
 mirror_queue = 100000
-worker_threads = ${SHADOWDIFF_THREADS:-1}
+worker_threads = ${SHADOWDIFF_THREADS:-2}
 [legacy]
 url = "http://$legacy"
 [legacy.outcome]
