@@ -113,6 +113,16 @@ fn show(policy: &ExamplePolicy, difference: &Difference) -> ShownDifference {
 /// A unified diff of two texts, at most `max_lines` lines; the diff gives up refining after
 /// a short time on pathological inputs rather than stall a report.
 pub fn line_diff(legacy: &str, shadow: &str, max_lines: usize) -> String {
+    // Normalised text has its final newlines dropped; put one back on both sides so the
+    // diff does not report "No newline at end of file" for a difference nobody has.
+    let (legacy_owned, shadow_owned);
+    let (legacy, shadow) = if !legacy.ends_with('\n') && !shadow.ends_with('\n') {
+        legacy_owned = format!("{legacy}\n");
+        shadow_owned = format!("{shadow}\n");
+        (legacy_owned.as_str(), shadow_owned.as_str())
+    } else {
+        (legacy, shadow)
+    };
     let diff = TextDiff::configure().timeout(Duration::from_millis(200)).diff_lines(legacy, shadow);
     let text = diff.unified_diff().context_radius(3).header("legacy", "shadow").to_string();
     let total = text.lines().count();
@@ -188,6 +198,8 @@ mod tests {
     fn line_diff_is_unified_and_bounded() {
         let diff = line_diff("a\nb\nc\n", "a\nB\nc\n", 100);
         assert_eq!(diff, "--- legacy\n+++ shadow\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n");
+        // Normalised texts without a final newline diff the same, without a marker.
+        assert_eq!(line_diff("a\nb\nc", "a\nB\nc", 100), diff);
         let long_l: String = (0..1000).map(|i| format!("{i}\n")).collect();
         let long_r: String = (0..1000).map(|i| format!("x{i}\n")).collect();
         let cut = line_diff(&long_l, &long_r, 10);
