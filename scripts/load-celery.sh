@@ -26,35 +26,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
+source scripts/load-lib.sh
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 scripts/test-env.sh >/dev/null
 cargo build --release --quiet --bin shadowdiff --example fast_upstream
 redis-cli -n "$db" flushdb >/dev/null
 
-start() { # name, command...
-    local name=$1; shift
-    "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
-    echo $! >"$work/$name.pid"
-    for _ in $(seq 100); do grep -q LISTENING "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
-}
 
 start legacy target/release/examples/fast_upstream 127.0.0.1:0
 legacy=$(awk '/LISTENING/{print $2}' "$work/legacy.out")
 
 config() { # task, deadline_ms
+    proxy_config "$legacy" "${SHADOWDIFF_THREADS:-2}"
     cat <<TOML
-[proxy]
-listen = "127.0.0.1:0"
-mirror_queue = 100000
-worker_threads = ${SHADOWDIFF_THREADS:-2}
-[legacy]
-url = "http://$legacy"
-[legacy.outcome]
-mode = "response"
-[[routes]]
-method = "POST"
-path = "/evaluations"
 [shadow]
 kind = "celery"
 max_in_flight = 100000
@@ -68,8 +52,6 @@ queue = "$queue"
 task = "$1"
 max_queue_depth = 100000000
 revoke_lost = false
-[admin]
-listen = "127.0.0.1:0"
 TOML
 }
 

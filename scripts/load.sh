@@ -20,16 +20,10 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
+source scripts/load-lib.sh
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release --quiet --bin shadowdiff --example fast_upstream
 
-start() { # name, command... : runs it, waits for its LISTENING line, prints the address
-    local name=$1; shift
-    "$@" >"$work/$name.out" 2>"$work/$name.err" &
-    pids+=($!)
-    for _ in $(seq 100); do grep -q LISTENING "$work/$name.out" 2>/dev/null && break; sleep 0.05; done
-    echo $! >"$work/$name.pid"
-}
 
 start legacy target/release/examples/fast_upstream 127.0.0.1:0
 start shadow target/release/examples/fast_upstream 127.0.0.1:0
@@ -37,18 +31,8 @@ legacy=$(awk '/LISTENING/{print $2}' "$work/legacy.out")
 shadow=$(awk '/LISTENING/{print $2}' "$work/shadow.out")
 
 config() { # percent
+    proxy_config "$legacy" "${SHADOWDIFF_THREADS:-1}"
     cat <<TOML
-[proxy]
-listen = "127.0.0.1:0"
-mirror_queue = 100000
-worker_threads = ${SHADOWDIFF_THREADS:-1}
-[legacy]
-url = "http://$legacy"
-[legacy.outcome]
-mode = "response"
-[[routes]]
-method = "POST"
-path = "/evaluations"
 [shadow]
 percent = $1
 max_in_flight = 10000
@@ -56,8 +40,6 @@ max_in_flight = 10000
 url = "http://$shadow"
 [shadow.outcome]
 mode = "response"
-[admin]
-listen = "127.0.0.1:0"
 TOML
 }
 
