@@ -10,8 +10,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shadowdiff::config::Config;
-use shadowdiff::engine::Engine;
 use shadowdiff::fixture::{parse_line, parse_line_ref};
+use shadowdiff::judge::engine::Engine;
 
 const FIXTURES: &str = include_str!("../fixtures/evaluations.jsonl");
 

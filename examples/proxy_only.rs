@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::Method;
-use shadowdiff::proxy::{serve, Exchange, ProxyConfig, ProxyStats, Tap};
+use shadowdiff::live::proxy::{serve, Exchange, ProxyConfig, ProxyStats, Tap};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -1,34 +1,27 @@
 //! shadowdiff: a shadow-traffic comparison proxy for moving evaluations from a legacy HTTP
 //! queue to Celery on Redis.
 //!
-//! The pure core (no sockets) is [`fixture`] → [`verdict`]/[`compare`] → [`stats`] →
-//! [`report`], driven by [`engine::Engine`]; [`replay`] feeds it recorded fixtures.
+//! The folders are the architecture:
+//!
+//! | folder | what it holds | IO |
+//! |---|---|---|
+//! | [`fixture`] | the recorded-evaluation format: owned and borrowed forms, the line reader, JSON documents | none (reads from any `BufRead`) |
+//! | [`judge`] | comparison rules, verdicts, statistics, histograms, readiness, the [`judge::engine::Engine`] | none |
+//! | [`config`] | `config.toml` → raw serde structs → validated [`config::Config`] | reads the file |
+//! | [`report`] | the report model and its JSON, HTML and text renderings | none |
+//! | [`celery`] | the Celery protocol v2 wire format (pure) and the Redis broker client (IO) | `celery::broker` only |
+//! | [`live`] | the sidecar: proxy, mirror, shadows, outcome tracking, admin listener, metrics, recording | sockets, Redis |
+//! | [`cli`] | the commands: `replay` (the offline driver), `check-config`, `serve` | files, process |
+//!
+//! Dependencies point one way: [`fixture`] and [`judge`] never import [`live`], [`celery`],
+//! tokio, hyper or redis, so replay, the benches and the unit tests drive the same engine as
+//! the live sidecar with no network. [`live`] and [`cli`] sit on top and may use everything
+//! below them.
 
-pub mod admin;
 pub mod celery;
 pub mod cli;
-pub mod compare;
 pub mod config;
-pub mod engine;
-pub mod example;
 pub mod fixture;
-mod fixture_fast;
-pub mod histogram;
-pub mod http_client;
-pub mod json;
+pub mod judge;
 pub mod live;
-pub mod metrics;
-pub mod mirror;
-pub mod normalize;
-pub mod outcome;
-pub mod pointer;
-pub mod proxy;
-pub mod readiness;
-pub mod record;
-pub mod replay;
 pub mod report;
-pub mod serve;
-pub mod shadow;
-pub mod stats;
-pub mod verdict;
-pub mod view;

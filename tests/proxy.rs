@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode, Version};
-use shadowdiff::proxy::{serve, Captured, LegacyOutcome, ProxyConfig, ProxyStats, ProxyStatsSnapshot};
+use shadowdiff::live::proxy::{serve, Captured, LegacyOutcome, ProxyConfig, ProxyStats, ProxyStatsSnapshot};
 use support::*;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

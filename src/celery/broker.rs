@@ -33,22 +33,17 @@
 //! # Ok(()) }
 //! ```
 
+use super::error::CONNECT_TIMEOUT;
 use super::results::{Hub, ResultReader};
-use super::{encode_revoke, validate_envelope, EncodedTask, PriorityLayout, RevokeRequest, WireError};
+use super::{encode_revoke, validate_envelope, EncodedTask, PriorityLayout, RevokeRequest};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::error::{BrokerError, BROKER, RESULT_BACKEND};
 pub use super::results::{BrokerStats, WaitOutcome, Waiter};
 
-/// Names the Redis that failed in a [`BrokerError`]: the one holding the task queues.
-pub const BROKER: &str = "broker";
-/// Names the Redis that failed in a [`BrokerError`]: the one holding task results.
-pub const RESULT_BACKEND: &str = "result backend";
-
-/// How long opening a connection to Redis may take.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one command may wait for its reply. None of ours blocks on the server side
 /// (no `BRPOP`), so a slower reply means Redis or the network is in trouble.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,60 +68,6 @@ pub struct BrokerConfig {
     /// pub/sub, bounding how late a missed publish is noticed. Values under 10 ms count
     /// as 10 ms.
     pub result_poll_interval: Duration,
-}
-
-/// What went wrong talking to Redis, or with what was read from it.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// A URL in the config is not a Redis URL (the URL itself is left out: it may hold a
-    /// password).
-    #[error("invalid {which} URL: {source}")]
-    BadUrl {
-        /// [`BROKER`] or [`RESULT_BACKEND`].
-        which: &'static str,
-        /// The parser's error.
-        source: redis::RedisError,
-    },
-
-    /// Redis could not be reached, or refused a command.
-    #[error("{which} unavailable ({action}): {source}")]
-    Unavailable {
-        /// [`BROKER`] or [`RESULT_BACKEND`].
-        which: &'static str,
-        /// The command and key, e.g. `LPUSH "shadow"`.
-        action: String,
-        /// The client's error.
-        source: redis::RedisError,
-    },
-
-    /// A message was refused before it was sent, because a worker would crash on it,
-    /// wedge on it or lose it (reference §3); nothing was pushed.
-    #[error("refused to send an invalid message: {0}")]
-    InvalidMessage(#[source] WireError),
-
-    /// A task with this id is already being waited for through this client; a second
-    /// message would share its result key, so it was not pushed.
-    #[error("task {task_id} is already being waited for")]
-    AlreadyWaiting {
-        /// The task id.
-        task_id: String,
-    },
-
-    /// The result backend holds a value for the task that is not a Celery result.
-    #[error("unreadable result for task {task_id}: {source}")]
-    BadResult {
-        /// The task id.
-        task_id: String,
-        /// What is wrong with the value.
-        source: WireError,
-    },
-}
-
-impl BrokerError {
-    /// An [`Unavailable`](BrokerError::Unavailable) error builder for `which` and `action`.
-    pub(super) fn unavailable(which: &'static str, action: String) -> impl FnOnce(redis::RedisError) -> Self {
-        move |source| BrokerError::Unavailable { which, action, source }
-    }
 }
 
 /// A client of one Celery broker and result backend on Redis. Cheap to clone: clones

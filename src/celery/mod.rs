@@ -56,6 +56,7 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+mod error;
 mod isotime;
 mod message;
 mod pyjson;

@@ -13,7 +13,7 @@
 //! message to the waiter registered for that task id; when the connection drops it opens
 //! a new one and subscribes again to the channels of the current waiters.
 
-use super::broker::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
+use super::error::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
 use super::{parse_result, result_key, task_id_from_channel, TaskResult};
 use futures_util::StreamExt as _;
 use redis::aio::{ConnectionManager, PubSub, PubSubSink, PubSubStream};

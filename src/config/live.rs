@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::raw::{RawConfig, RawOutcome};
 use super::Problem;
 use crate::celery::PriorityLayout;
-use crate::pointer::Pattern;
+use crate::judge::pointer::Pattern;
 
 /// Everything `serve` needs beyond the engine.
 #[derive(Debug, Clone)]

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 
-use crate::compare::Rules;
-use crate::example::ExamplePolicy;
-use crate::normalize::{Mask, TextNormalize};
-use crate::pointer::{Pattern, PatternSet};
-use crate::readiness::Gate;
-use crate::verdict::{Condition, Equivalence};
+use crate::judge::compare::Rules;
+use crate::judge::example::ExamplePolicy;
+use crate::judge::normalize::{Mask, TextNormalize};
+use crate::judge::pointer::{Pattern, PatternSet};
+use crate::judge::readiness::Gate;
+use crate::judge::verdict::{Condition, Equivalence};
 use raw::RawConfig;
 
 /// The validated configuration.

@@ -161,7 +161,7 @@ pub struct RawGate {
 
 impl Default for RawGate {
     fn default() -> Self {
-        let gate = crate::readiness::Gate::default();
+        let gate = crate::judge::readiness::Gate::default();
         RawGate {
             min_samples: gate.min_samples,
             max_mismatch_rate: gate.max_mismatch_rate,
@@ -191,7 +191,7 @@ pub struct RawReport {
 
 impl Default for RawReport {
     fn default() -> Self {
-        let policy = crate::example::ExamplePolicy::default();
+        let policy = crate::judge::example::ExamplePolicy::default();
         RawReport {
             examples_per_group: policy.examples_per_group,
             max_groups: policy.max_groups,

@@ -7,8 +7,8 @@
 use std::fmt::Write;
 
 use super::{LatencyReport, Report};
-use crate::histogram::Percentiles;
-use crate::stats::Totals;
+use crate::judge::histogram::Percentiles;
+use crate::judge::stats::Totals;
 
 /// Escapes text for HTML element content and double-quoted attributes.
 pub fn escape(text: &str) -> String {
@@ -112,7 +112,7 @@ fn totals(out: &mut String, report: &Report) {
     }
 }
 
-fn accounting_table(out: &mut String, a: &crate::live::Accounting) {
+fn accounting_table(out: &mut String, a: &crate::live::state::Accounting) {
     out.push_str("<h2>Every submission accounted for</h2><table>");
     let _ = writeln!(out, "<tr><td>submissions seen</td><td>{}</td></tr>", a.submissions);
     let _ = writeln!(out, "<tr><td>judged</td><td>{}</td></tr>", a.judged);

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::engine::Engine;
-use crate::histogram::Percentiles;
-use crate::readiness::Readiness;
-use crate::stats::{Group, LatencySet, Malformed, Stats, Totals};
+use crate::judge::engine::Engine;
+use crate::judge::histogram::Percentiles;
+use crate::judge::readiness::Readiness;
+use crate::judge::stats::{Group, LatencySet, Malformed, Stats, Totals};
 
 /// Verdict counters plus malformed input lines.
 #[derive(Debug, Clone, Serialize)]
@@ -54,7 +54,7 @@ pub struct LatencyReport {
 
 impl LatencyReport {
     fn from_set(set: &LatencySet) -> LatencyReport {
-        let side = |s: &crate::stats::SideLatency| SideReport {
+        let side = |s: &crate::judge::stats::SideLatency| SideReport {
             submit_ms: s.submit_ms.percentiles(),
             outcome_ms: s.outcome_ms.percentiles(),
         };
@@ -110,7 +110,7 @@ pub struct Report {
     pub readiness: Readiness,
     /// Live accounting of every submission (live mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub accounting: Option<crate::live::Accounting>,
+    pub accounting: Option<crate::live::state::Accounting>,
 }
 
 impl Report {

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::Report;
-use crate::histogram::Percentiles;
+use crate::judge::histogram::Percentiles;
 
 fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))

@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use shadowdiff::proxy::{serve, Exchange, ProxyConfig, ProxyStats, ProxyStatsSnapshot, Tap};
+use shadowdiff::live::proxy::{serve, Exchange, ProxyConfig, ProxyStats, ProxyStatsSnapshot, Tap};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;

@@ -18,8 +18,8 @@ use crate::celery::broker::{BrokerConfig, BrokerError, CeleryBroker, WaitOutcome
 use crate::celery::{encode_task, Expires, TaskSpec, TaskState};
 use crate::config::live::{CelerySettings, OutcomeRule};
 use crate::fixture::Side;
-use crate::live::NotMirrored;
-use crate::outcome;
+use crate::live::outcome;
+use crate::live::state::NotMirrored;
 
 /// How often the queue depth and Redis health are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use super::{ms_between, Job, ShadowRun};
 use crate::config::live::{OutcomeMode, OutcomeRule};
 use crate::fixture::Side;
-use crate::http_client::HttpClient;
-use crate::outcome::{self, Polled};
+use crate::live::http_client::HttpClient;
+use crate::live::outcome::{self, Polled};
 
 /// Longest error body kept in a recorded side.
 const ERROR_BODY_BYTES: usize = 512;

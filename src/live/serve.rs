@@ -15,21 +15,21 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{self, AdminState};
 use crate::config::live::{LiveConfig, ShadowKind};
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::http_client::HttpClient;
-use crate::live::Live;
-use crate::mirror::breaker::Breaker;
-use crate::mirror::sampling::Sampler;
-use crate::mirror::tap::MirrorTap;
-use crate::mirror::Mirror;
-use crate::proxy::{self, ProxyConfig, ProxyStats};
-use crate::record::Recorder;
-use crate::shadow::celery::CeleryShadow;
-use crate::shadow::http::HttpShadow;
-use crate::shadow::Shadow;
+use crate::judge::engine::Engine;
+use crate::live::admin::{self, AdminState};
+use crate::live::http_client::HttpClient;
+use crate::live::mirror::breaker::Breaker;
+use crate::live::mirror::sampling::Sampler;
+use crate::live::mirror::tap::MirrorTap;
+use crate::live::mirror::Mirror;
+use crate::live::proxy::{self, ProxyConfig, ProxyStats};
+use crate::live::record::Recorder;
+use crate::live::shadow::celery::CeleryShadow;
+use crate::live::shadow::http::HttpShadow;
+use crate::live::shadow::Shadow;
+use crate::live::state::Live;
 
 /// Runs until SIGTERM or SIGINT. `config_path` is re-read on SIGHUP.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {

@@ -16,10 +16,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::live::Live;
-use crate::metrics::{self, LiveGauges};
-use crate::mirror::Mirror;
-use crate::proxy::ProxyStats;
+use crate::live::metrics::{self, LiveGauges};
+use crate::live::mirror::Mirror;
+use crate::live::proxy::ProxyStats;
+use crate::live::state::Live;
 use crate::report::{self, Report, Source};
 
 /// What the admin handlers read.
@@ -33,7 +33,7 @@ pub struct AdminState {
     /// Required bearer token, if any.
     pub token: Option<String>,
     /// The shadow, for its submission count and queue depth.
-    pub shadow: Arc<crate::shadow::Shadow>,
+    pub shadow: Arc<crate::live::shadow::Shadow>,
 }
 
 type Body = Full<Bytes>;

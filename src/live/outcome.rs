@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::config::live::OutcomeRule;
-use crate::http_client::{encode_segment, HttpClient};
-use crate::pointer;
+use crate::judge::pointer;
+use crate::live::http_client::{encode_segment, HttpClient};
 
 /// True when the document's status (at the rule's pointer) is one of the terminal values.
 pub fn is_terminal(rule: &OutcomeRule, document: &Value) -> bool {

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::compare::Difference;
-use crate::example::{Example, ExamplePolicy};
+use crate::fixture::json::Doc;
+use crate::fixture::view::{EvaluationRef, SideRef};
 use crate::fixture::{Evaluation, Side};
-use crate::histogram::{Latency, SignedLatency};
-use crate::json::Doc;
-use crate::verdict::{Verdict, VerdictKind};
-use crate::view::{EvaluationRef, SideRef};
+use crate::judge::compare::Difference;
+use crate::judge::example::{Example, ExamplePolicy};
+use crate::judge::histogram::{Latency, SignedLatency};
+use crate::judge::verdict::{Verdict, VerdictKind};
 
 /// Verdict counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -222,7 +222,7 @@ impl Stats {
         self.count(counted, verdict, rule_names);
     }
 
-    /// [`Stats::record`] for a borrowed evaluation (see [`crate::view`]).
+    /// [`Stats::record`] for a borrowed evaluation (see [`crate::fixture::view`]).
     pub fn record_ref(&mut self, evaluation: &EvaluationRef<'_>, verdict: &Verdict, rule_names: &[String]) {
         let counted = Counted {
             eval_id: &evaluation.eval_id,
@@ -399,7 +399,7 @@ impl AddAssign<&Stats> for Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::{self, Rules};
+    use crate::judge::compare::{self, Rules};
     use serde_json::json;
 
     fn evaluation(language: &str, stdout: &str) -> Evaluation {

@@ -6,10 +6,10 @@
 
 use std::fmt::Write;
 
-use crate::histogram::Latency;
-use crate::live::Snapshot;
-use crate::proxy::ProxyStatsSnapshot;
-use crate::verdict::VerdictKind;
+use crate::judge::histogram::Latency;
+use crate::judge::verdict::VerdictKind;
+use crate::live::proxy::ProxyStatsSnapshot;
+use crate::live::state::Snapshot;
 
 /// Submissions per system.
 pub const TASKS_SUBMITTED: &str = "tasks_submitted_total";

@@ -2,7 +2,7 @@
 //! mirrored, runs both sides to their final outcomes, and hands the pair to the engine.
 //!
 //! Every submission ends in exactly one place: judged, pending, or not mirrored with a
-//! reason ([`crate::live::NotMirrored`]). Mirrored evaluations are bounded by a semaphore
+//! reason ([`crate::live::state::NotMirrored`]). Mirrored evaluations are bounded by a semaphore
 //! (`shadow.max_in_flight`) and tracked, so shutdown can wait for them under a deadline.
 
 pub mod breaker;
@@ -20,13 +20,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::live::{IdSource, LiveConfig, OutcomeMode, Route};
 use crate::fixture::{Evaluation, Side, FORMAT_VERSION};
-use crate::http_client::HttpClient;
-use crate::live::{Live, NotMirrored};
-use crate::outcome::{self, Polled};
-use crate::pointer;
-use crate::proxy::{Captured, Exchange, LegacyOutcome};
-use crate::record::Recorder;
-use crate::shadow::{ms_between, Job, Shadow, ShadowRun};
+use crate::judge::pointer;
+use crate::live::http_client::HttpClient;
+use crate::live::outcome::{self, Polled};
+use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
+use crate::live::record::Recorder;
+use crate::live::shadow::{ms_between, Job, Shadow, ShadowRun};
+use crate::live::state::{Live, NotMirrored};
 use observe::Observers;
 use tap::Handoff;
 
@@ -195,7 +195,8 @@ impl Mirror {
         if let Some(recorder) = &self.recorder {
             let mut recorded = evaluation;
             if let Some(request) = &recorded.request {
-                recorded.request = Some(crate::example::redact(request, &self.live.engine().config().examples.redact));
+                recorded.request =
+                    Some(crate::judge::example::redact(request, &self.live.engine().config().examples.redact));
             }
             recorder.record(recorded.to_line());
         }

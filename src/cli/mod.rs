@@ -1,5 +1,7 @@
 //! The command line: `replay`, `check-config` and `serve`.
 
+pub mod replay;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -7,9 +9,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::replay::{self, ReplayOptions};
+use crate::judge::engine::Engine;
 use crate::report::{self, Report, Source};
+use replay::ReplayOptions;
 
 /// Exit code for bad usage, unreadable input or a bad config (EX_USAGE is 64; the
 /// documented contract of this tool is 2, like clap's own usage errors).
@@ -96,7 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime.worker_threads(threads);
             }
             let runtime = runtime.enable_all().build()?;
-            runtime.block_on(crate::serve::run(config, loaded))?;
+            runtime.block_on(crate::live::serve::run(config, loaded))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { path } => {

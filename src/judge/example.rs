@@ -10,9 +10,9 @@ use serde::Serialize;
 use serde_json::Value;
 use similar::TextDiff;
 
-use crate::compare::{DiffKind, Difference};
 use crate::fixture::Evaluation;
-use crate::pointer::Pattern;
+use crate::judge::compare::{DiffKind, Difference};
+use crate::judge::pointer::Pattern;
 
 /// What examples keep and how many.
 #[derive(Debug, Clone)]

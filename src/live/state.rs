@@ -11,12 +11,12 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 
-use crate::engine::Engine;
 use crate::fixture::Evaluation;
-use crate::mirror::breaker::Breaker;
-use crate::mirror::sampling::Sampler;
-use crate::stats::Stats;
-use crate::verdict::Verdict;
+use crate::judge::engine::Engine;
+use crate::judge::stats::Stats;
+use crate::judge::verdict::Verdict;
+use crate::live::mirror::breaker::Breaker;
+use crate::live::mirror::sampling::Sampler;
 
 /// Why a submission was not mirrored. Every submission is either judged, pending, or
 /// counted under one of these.

@@ -8,9 +8,9 @@ use hyper::Method;
 use tokio::sync::mpsc;
 
 use crate::config::live::{LiveConfig, OutcomeMode, Route};
-use crate::live::Live;
-use crate::outcome;
-use crate::proxy::{Exchange, Tap};
+use crate::live::outcome;
+use crate::live::proxy::{Exchange, Tap};
+use crate::live::state::Live;
 
 /// What crosses the hand-off.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::stats::Stats;
+use crate::judge::stats::Stats;
 
 /// The readiness criteria (`[gate]`).
 #[derive(Debug, Clone, PartialEq)]

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::engine::Engine;
 use crate::fixture::FixtureReader;
-use crate::stats::Stats;
+use crate::judge::engine::Engine;
+use crate::judge::stats::Stats;
 
 /// Why a replay stopped before the end of its input.
 #[derive(Debug, thiserror::Error)]

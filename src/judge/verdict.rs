@@ -11,10 +11,10 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::compare::{self, Difference, Rules};
+use crate::fixture::json::{Kind, Node};
+use crate::fixture::view::{EvaluationRef, Field, SideRef};
 use crate::fixture::Evaluation;
-use crate::json::{Kind, Node};
-use crate::view::{EvaluationRef, Field, SideRef};
+use crate::judge::compare::{self, Difference, Rules};
 
 /// One condition of an equivalence rule: the side document holds `value` at `pointer`.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub fn judge(rules: &Rules, equivalences: &[Equivalence], evaluation: &Evaluatio
     judge_ref(rules, equivalences, &evaluation.view())
 }
 
-/// Judges one borrowed evaluation (see [`crate::view`]).
+/// Judges one borrowed evaluation (see [`crate::fixture::view`]).
 pub fn judge_ref(rules: &Rules, equivalences: &[Equivalence], evaluation: &EvaluationRef<'_>) -> Verdict {
     let (legacy, shadow) = (&evaluation.legacy, &evaluation.shadow);
     if let Some(index) = equivalences.iter().position(|rule| rule.holds(legacy, shadow)) {
@@ -232,13 +232,13 @@ mod tests {
 
     #[test]
     fn numbers_in_conditions_ignore_spelling() {
-        let equal = |a: Value, b: Value| json_equal(crate::json::Doc::from_value(&a).root(), &b);
+        let equal = |a: Value, b: Value| json_equal(crate::fixture::json::Doc::from_value(&a).root(), &b);
         assert!(equal(json!(1), json!(1.0)));
         assert!(!equal(json!(1), json!("1")));
         assert!(equal(json!({"a": [1, null, "x", true]}), json!({"a": [1.0, null, "x", true]})));
         assert!(!equal(json!({"a": 1}), json!({"a": 1, "b": 2})));
         assert!(!equal(json!(null), json!(false)));
-        let repeated: crate::json::Doc = serde_json::from_str(r#"{"a":1,"b":2,"a":3}"#).expect("doc");
+        let repeated: crate::fixture::json::Doc = serde_json::from_str(r#"{"a":1,"b":2,"a":3}"#).expect("doc");
         assert!(json_equal(repeated.root(), &json!({"a": 3, "b": 2})));
         assert!(!json_equal(repeated.root(), &json!({"a": 1, "b": 2})));
         assert!(!json_equal(repeated.root(), &json!({"a": 3, "b": 2, "c": 0})));

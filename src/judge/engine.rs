@@ -10,18 +10,18 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::fixture::view::EvaluationRef;
 use crate::fixture::Evaluation;
-use crate::readiness::{self, Readiness};
-use crate::stats::Stats;
-use crate::verdict::{self, Verdict};
-use crate::view::EvaluationRef;
+use crate::judge::readiness::{self, Readiness};
+use crate::judge::stats::Stats;
+use crate::judge::verdict::{self, Verdict};
 
 /// Comparison rules, equivalences and report policy, ready to judge.
 #[derive(Debug, Clone)]
 pub struct Engine {
     config: Arc<Config>,
     rule_names: Arc<Vec<String>>,
-    policy: Arc<crate::example::ExamplePolicy>,
+    policy: Arc<crate::judge::example::ExamplePolicy>,
 }
 
 impl Engine {
@@ -52,7 +52,7 @@ impl Engine {
         self.record_ref(stats, &evaluation.view())
     }
 
-    /// Judges one borrowed evaluation (see [`crate::view`]).
+    /// Judges one borrowed evaluation (see [`crate::fixture::view`]).
     pub fn judge_ref(&self, evaluation: &EvaluationRef<'_>) -> Verdict {
         verdict::judge_ref(&self.config.rules, &self.config.equivalences, evaluation)
     }

@@ -72,7 +72,7 @@ impl Shadow {
     }
 
     /// Whether mirroring should pause now (the Celery queue too deep, Redis down).
-    pub fn paused(&self) -> Option<crate::live::NotMirrored> {
+    pub fn paused(&self) -> Option<crate::live::state::NotMirrored> {
         match self {
             Shadow::Http(_) => None,
             Shadow::Celery(shadow) => shadow.paused(),

@@ -8,9 +8,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::json::{Doc, Elements, Kind, Members, Node};
-use crate::normalize::TextNormalize;
-use crate::pointer::{self, PatternSet, Segment};
+use crate::fixture::json::{Doc, Elements, Kind, Members, Node};
+use crate::judge::normalize::TextNormalize;
+use crate::judge::pointer::{self, PatternSet, Segment};
 
 /// What `[compare]` says about two outcome documents.
 #[derive(Debug, Clone)]
@@ -361,7 +361,7 @@ fn as_integer(n: &serde_json::Number) -> Option<i128> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pointer::Pattern;
+    use crate::judge::pointer::Pattern;
     use serde_json::json;
 
     fn set(patterns: &[&str]) -> PatternSet {

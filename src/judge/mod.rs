@@ -1,0 +1,25 @@
+//! The pure comparison core: from two sides of an evaluation to a verdict, statistics and
+//! a readiness verdict.
+//!
+//! - [`pointer`]: JSON pointers and patterns with `*`, which name the fields rules apply to;
+//! - [`normalize`]: text rules for stdout and stderr (line endings, blanks, masks);
+//! - [`compare`]: structural comparison of two outcomes under the rules;
+//! - [`verdict`]: the fate of one evaluation (match, mismatch, shadow error, lost, ...);
+//! - [`example`]: bounded, redacted examples of mismatches with readable diffs;
+//! - [`histogram`]: HDR latency histograms;
+//! - [`stats`]: everything counted over many evaluations, merged by value;
+//! - [`readiness`]: the success criteria judged on the statistics;
+//! - [`engine`]: the one entry both drivers (replay and the live sidecar) call.
+//!
+//! Nothing here imports tokio, hyper, redis or [`crate::live`]: replay, benches and unit
+//! tests drive it with no network.
+
+pub mod compare;
+pub mod engine;
+pub mod example;
+pub mod histogram;
+pub mod normalize;
+pub mod pointer;
+pub mod readiness;
+pub mod stats;
+pub mod verdict;

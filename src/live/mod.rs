@@ -1,0 +1,25 @@
+//! The live sidecar: everything that talks to sockets.
+//!
+//! - [`serve`]: wires the parts together and shuts them down in order;
+//! - [`proxy`]: the client's path to legacy, byte-exact, with a capped tee for the mirror;
+//! - [`mirror`]: decides what is mirrored (route, sampling, breaker, caps) and runs it;
+//! - [`shadow`]: the two shadow kinds, an HTTP upstream or Celery over Redis;
+//! - [`outcome`]: waiting for a side's final outcome (poll, observe, response);
+//! - [`state`]: the shared statistics and accounting behind one small handle;
+//! - [`admin`] and [`metrics`]: `/report`, `/report.json`, `/metrics`, `/healthz`;
+//! - [`record`]: judged evaluations appended as fixture lines;
+//! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share.
+//!
+//! Judging is not done here: every finished evaluation goes to [`crate::judge::engine`],
+//! the same code replay uses.
+
+pub mod admin;
+pub mod http_client;
+pub mod metrics;
+pub mod mirror;
+pub mod outcome;
+pub mod proxy;
+pub mod record;
+pub mod serve;
+pub mod shadow;
+pub mod state;
