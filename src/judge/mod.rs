@@ -1,7 +1,7 @@
 //! The pure comparison core: from two sides of an evaluation to a verdict, statistics and
 //! a readiness verdict.
 //!
-//! - [`pointer`]: JSON pointers and patterns with `*`, which name the fields rules apply to;
+//! - [`pointer`](mod@pointer): JSON pointers and patterns with `*`, which name the fields rules apply to;
 //! - [`normalize`]: text rules for stdout and stderr (line endings, blanks, masks);
 //! - [`compare`]: structural comparison of two outcomes under the rules;
 //! - [`verdict`]: the fate of one evaluation (match, mismatch, shadow error, lost, ...);
