@@ -74,22 +74,29 @@ fn shipped_fixtures_give_the_known_totals() {
         })
     );
     assert_eq!(report["equivalent_by_rule"], json!({"timeout": 40}));
-    let mut groups: Vec<(String, String, u64)> = report["groups"]
+    // One group per difference signature, across languages, with counts per language.
+    let groups: Vec<(String, u64, Value)> = report["groups"]
         .as_array()
         .expect("groups")
         .iter()
         .map(|g| {
             let paths: Vec<&str> =
                 g["paths"].as_array().expect("paths").iter().map(|p| p.as_str().expect("str")).collect();
-            (g["language"].as_str().expect("lang").to_string(), paths.join(","), g["count"].as_u64().expect("count"))
+            (paths.join(","), g["count"].as_u64().expect("count"), g["by_language"].clone())
         })
         .collect();
-    groups.sort();
-    let by_paths = |paths: &str| groups.iter().filter(|g| g.1 == paths).map(|g| g.2).sum::<u64>();
-    assert_eq!(by_paths("/stdout"), 120);
-    assert_eq!(groups.iter().filter(|g| g.1 == "/stdout").count(), 2, "python and bash only: {groups:?}");
-    assert_eq!(by_paths("/exit_code,/status,/stderr"), 50);
-    assert_eq!(by_paths("/tests/*/status"), 20);
+    assert_eq!(
+        groups,
+        vec![
+            ("/stdout".to_string(), 120, json!({"bash": 63, "python": 57})),
+            (
+                "/exit_code,/status,/stderr".to_string(),
+                50,
+                json!({"bash": 15, "javascript": 17, "python": 13, "ruby": 5})
+            ),
+            ("/tests/*/status".to_string(), 20, json!({"bash": 7, "javascript": 3, "python": 2, "ruby": 8})),
+        ]
+    );
     let python = &report["by_language"]["python"]["totals"];
     let languages: u64 = report["by_language"]
         .as_object()
@@ -103,15 +110,110 @@ fn shipped_fixtures_give_the_known_totals() {
     assert_eq!(report["latency"]["shadow"]["outcome_ms"]["count"], 2110);
     assert_eq!(report["latency"]["delta"]["outcome_ms"]["count"], 2090);
     assert_eq!(report["readiness"]["ready"], false);
-    let failing: Vec<&str> = report["readiness"]["checks"]
+    assert_eq!(report["readiness"]["state"], "not_ready");
+    let states: Vec<(&str, &str)> = report["readiness"]["checks"]
         .as_array()
         .expect("checks")
         .iter()
-        .filter(|c| c["pass"] == false)
-        .map(|c| c["name"].as_str().expect("name"))
+        .map(|c| (c["name"].as_str().expect("name"), c["state"].as_str().expect("state")))
         .collect();
-    assert_eq!(failing, ["max_mismatch_rate", "max_error_rate", "max_lost"]);
+    assert_eq!(
+        states,
+        [
+            ("min_samples", "inconclusive"),
+            ("max_mismatch_rate", "fail"),
+            ("max_error_rate", "fail"),
+            ("max_lost", "fail"),
+            ("max_submit_p99_ms", "pass"),
+            ("max_outcome_p99_ratio", "pass"),
+        ]
+    );
+    let mismatch_check = &report["readiness"]["checks"][1];
+    assert_eq!(mismatch_check["observed"], json!(190.0 / 2170.0), "observed is the rate as seen");
+    assert!(mismatch_check["bound"].as_f64().expect("bound") > 0.1, "the bound is the Wilson upper bound");
     assert!(stdout(&output).contains("match 1900 | equivalent 40 | mismatch 190"), "{}", stdout(&output));
+}
+
+#[test]
+fn shipped_fixtures_show_the_evidence_behind_the_counts() {
+    let (_, report) = replay_json(&[FIXTURES]);
+    let breakdown = &report["breakdown"];
+    assert_eq!(
+        breakdown["shadow_error"],
+        json!([{"kind": "RuntimeError", "count": 30, "eval_ids": ["e-000039", "e-000040", "e-000204"]}])
+    );
+    assert_eq!(
+        breakdown["shadow_lost"],
+        json!([{"kind": "not_recorded", "count": 10, "eval_ids": ["e-000012", "e-000083", "e-000120"]}])
+    );
+    assert_eq!(
+        breakdown["legacy_failed"],
+        json!([{"kind": "error: HTTP 500", "count": 20, "eval_ids": ["e-000134", "e-000217", "e-000257"]}])
+    );
+    // Field-level rates over the 2,090 compared evaluations (match + mismatch).
+    let paths: Vec<(String, u64, u64)> = report["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .take(5)
+        .map(|p| {
+            (
+                p["path"].as_str().expect("path").into(),
+                p["compared"].as_u64().expect("n"),
+                p["differed"].as_u64().expect("n"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("/stdout".into(), 2090, 120),
+            ("/exit_code".into(), 2090, 50),
+            ("/status".into(), 2090, 50),
+            ("/stderr".into(), 2090, 50),
+            ("/tests/*/status".into(), 2090, 20),
+        ]
+    );
+    // The timeline by position: 22 buckets of 100 whose counts add up to the totals.
+    let timeline = report["timeline"].as_array().expect("timeline");
+    assert_eq!(report["timeline_layout"], json!({"unit": "position", "span": 100}));
+    assert_eq!(timeline.len(), 22);
+    let sum = |key: &str| timeline.iter().map(|p| p[key].as_u64().expect("n")).sum::<u64>();
+    assert_eq!(
+        (sum("judged"), sum("mismatch"), sum("shadow_error"), sum("shadow_lost"), sum("legacy_failed")),
+        (2170, 190, 30, 10, 20)
+    );
+    assert_eq!(timeline[21]["start"], 2100);
+}
+
+#[test]
+fn clean_runs_are_inconclusive_until_the_stated_count_then_ready() {
+    let scratch = Scratch::new();
+    let clean = |n: usize| -> String {
+        (0..n).map(|i| line(&format!("c{i}"), ok(json!({"a": 1})), ok(json!({"a": 1})))).collect::<Vec<_>>().join("\n")
+    };
+    // The default gate: 3,838 clean evaluations are the fewest that prove 0.1%.
+    let under = scratch.file("under.jsonl", clean(3000));
+    let (output, report) = replay_json(&[str(&under), "--gate"]);
+    assert_eq!(output.status.code(), Some(1), "only ready passes the gate");
+    assert_eq!(report["readiness"]["state"], "inconclusive");
+    assert_eq!(report["readiness"]["samples_needed"], 838);
+    let checks = &report["readiness"]["checks"];
+    assert_eq!(checks[0]["samples_needed"], 838);
+    assert_eq!(checks[1]["state"], "inconclusive");
+    assert_eq!(checks[1]["observed"], 0.0);
+    assert_eq!(checks[1]["samples_needed"], 838);
+    let text = shadowdiff(&["replay", str(&under)]);
+    assert!(stdout(&text).contains("readiness: INCONCLUSIVE, about 838 more evaluations needed"), "{}", stdout(&text));
+    let just_under = scratch.file("just-under.jsonl", clean(3837));
+    let (_, report) = replay_json(&[str(&just_under)]);
+    assert_eq!(report["readiness"]["state"], "inconclusive");
+    assert_eq!(report["readiness"]["samples_needed"], 1);
+    let at = scratch.file("at.jsonl", clean(3838));
+    let (output, report) = replay_json(&[str(&at), "--gate"]);
+    assert_eq!(report["readiness"]["state"], "ready", "{}", report["readiness"]);
+    assert_eq!(report["readiness"]["samples_needed"], Value::Null);
+    assert_eq!(output.status.code(), Some(0));
 }
 
 #[test]

@@ -145,7 +145,7 @@ impl RawEquivalent {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawGate {
-    /// Fewer judged evaluations than this prove nothing.
+    /// Fewer judged evaluations than this cannot make the gate say `ready`.
     pub min_samples: u64,
     /// The migration's mismatch budget, as a fraction (0.001 = 0.1%).
     pub max_mismatch_rate: f64,

@@ -22,6 +22,7 @@ pub struct Engine {
     config: Arc<Config>,
     rule_names: Arc<Vec<String>>,
     policy: Arc<crate::judge::example::ExamplePolicy>,
+    ignore: Arc<crate::judge::pointer::PatternSet>,
 }
 
 impl Engine {
@@ -29,7 +30,8 @@ impl Engine {
     pub fn new(config: Config) -> Engine {
         let rule_names = config.equivalences.iter().map(|rule| rule.name.clone()).collect();
         let policy = Arc::new(config.examples.clone());
-        Engine { config: Arc::new(config), rule_names: Arc::new(rule_names), policy }
+        let ignore = Arc::new(config.rules.ignore.clone());
+        Engine { config: Arc::new(config), rule_names: Arc::new(rule_names), policy, ignore }
     }
 
     /// The config it judges by.
@@ -39,7 +41,7 @@ impl Engine {
 
     /// Empty statistics that keep examples as the config says.
     pub fn new_stats(&self) -> Stats {
-        Stats::new(Arc::clone(&self.policy))
+        Stats::new(Arc::clone(&self.policy)).ignoring(Arc::clone(&self.ignore))
     }
 
     /// Judges one evaluation.

@@ -7,6 +7,9 @@
 //! - [`verdict`]: the fate of one evaluation (match, mismatch, shadow error, lost, ...);
 //! - [`example`]: bounded, redacted examples of mismatches with readable diffs;
 //! - [`histogram`]: HDR latency histograms;
+//! - [`breakdown`]: failures by kind (exception type, HTTP status, last state) with eval_ids;
+//! - [`fields`]: how often each place was compared and differed;
+//! - [`timeline`]: verdicts and latency per minute (live) or per position (replay);
 //! - [`stats`]: everything counted over many evaluations, merged by value;
 //! - [`readiness`]: the success criteria judged on the statistics;
 //! - [`engine`]: the one entry both drivers (replay and the live sidecar) call.
@@ -14,12 +17,15 @@
 //! Nothing here imports tokio, hyper, redis or [`crate::live`]: replay, benches and unit
 //! tests drive it with no network.
 
+pub mod breakdown;
 pub mod compare;
 pub mod engine;
 pub mod example;
+pub mod fields;
 pub mod histogram;
 pub mod normalize;
 pub mod pointer;
 pub mod readiness;
 pub mod stats;
+pub mod timeline;
 pub mod verdict;

@@ -180,7 +180,7 @@ pub fn lookup<'v>(value: &'v serde_json::Value, tokens: &[&str]) -> Option<&'v s
     })
 }
 
-fn escape_into(key: &str, out: &mut String) {
+pub(crate) fn escape_into(key: &str, out: &mut String) {
     for c in key.chars() {
         match c {
             '~' => out.push_str("~0"),

@@ -1,23 +1,26 @@
-//! Statistics over many verdicts: counters, latency histograms, mismatch groups.
+//! Statistics over many verdicts: counters, latency histograms, mismatch groups, and the
+//! evidence behind them (failure breakdowns, field-level rates, a timeline).
 //!
 //! [`Stats`] is a plain value: sources (replay files, proxy workers) each fill their own
 //! and merge them with `+=`, and a report renders from a snapshot, never from live state.
-//! Everything in it is bounded: languages, groups, examples and malformed lines are capped,
-//! and what exceeds a cap is still counted.
+//! Everything in it is bounded: languages, groups, examples, breakdowns, places, buckets
+//! and malformed lines are capped, and what exceeds a cap is still counted.
 
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::fixture::json::Doc;
 use crate::fixture::view::{EvaluationRef, SideRef};
-use crate::fixture::{Evaluation, Side};
+use crate::fixture::Evaluation;
+use crate::judge::breakdown::{self, Breakdowns};
 use crate::judge::compare::Difference;
 use crate::judge::example::{Example, ExamplePolicy};
+use crate::judge::fields::FieldRates;
 use crate::judge::histogram::{Latency, SignedLatency};
+use crate::judge::pointer::PatternSet;
+use crate::judge::timeline::{Moment, Timeline};
 use crate::judge::verdict::{Verdict, VerdictKind};
 
 /// Verdict counters.
@@ -139,19 +142,53 @@ pub struct LanguageStats {
     pub latency: LatencySet,
 }
 
-/// Mismatches that differ at the same places, in the same language.
+/// Mismatches that differ at the same places, in any language.
 #[derive(Debug, Clone, Serialize)]
 pub struct Group {
-    /// A short stable id of `language` + `paths`.
+    /// A short stable id of `paths`.
     pub fingerprint: String,
-    /// The language of its evaluations.
+    /// The language of its evaluations, or [`SEVERAL_LANGUAGES`] (see `by_language`).
     pub language: String,
+    /// How many of its evaluations each language has.
+    pub by_language: BTreeMap<String, u64>,
     /// The differing places, array indices folded to `*`, sorted.
     pub paths: Vec<String>,
     /// How many evaluations fell in this group.
     pub count: u64,
-    /// The first few, redacted and with readable diffs.
+    /// A few, redacted and with readable diffs; no two show the same differences.
     pub examples: Vec<Example>,
+    /// Mismatches looked at for a distinct example; bounded so that a large group of
+    /// identical diffs does not render every one of them.
+    #[serde(skip)]
+    tried: usize,
+}
+
+/// A group's `language` when its evaluations are of more than one.
+pub const SEVERAL_LANGUAGES: &str = "(several)";
+/// Mismatches looked at per example kept, at most, when looking for distinct ones.
+const TRIES_PER_EXAMPLE: usize = 8;
+
+impl Group {
+    fn count_language(&mut self, language: &str, count: u64) {
+        let known = self.by_language.contains_key(language);
+        let key = if known || self.by_language.len() < MAX_LANGUAGES { language } else { OTHER_LANGUAGE };
+        *self.by_language.entry(key.to_owned()).or_default() += count;
+        if self.by_language.len() > 1 {
+            self.language = SEVERAL_LANGUAGES.to_owned();
+        }
+    }
+
+    /// Keeps `example` if there is room and no kept example shows the same differences.
+    fn offer(&mut self, cap: usize, example: impl FnOnce() -> Example) {
+        if self.examples.len() >= cap || self.tried >= cap * TRIES_PER_EXAMPLE {
+            return;
+        }
+        self.tried += 1;
+        let example = example();
+        if !self.examples.iter().any(|kept| kept.differences == example.differences) {
+            self.examples.push(example);
+        }
+    }
 }
 
 /// A line of input that is not a valid evaluation.
@@ -169,8 +206,11 @@ pub struct Malformed {
 pub const MALFORMED_KEPT: usize = 100;
 /// Languages beyond this many are counted under [`OTHER_LANGUAGE`].
 pub const MAX_LANGUAGES: usize = 32;
-/// The bucket for languages beyond [`MAX_LANGUAGES`].
+/// The bucket for languages beyond [`MAX_LANGUAGES`], or longer than
+/// [`MAX_LANGUAGE_BYTES`].
 pub const OTHER_LANGUAGE: &str = "(other)";
+/// Longest language name kept apart (it becomes a report key and a metrics label).
+pub const MAX_LANGUAGE_BYTES: usize = 64;
 
 /// Everything learnt from many evaluations.
 #[derive(Debug, Clone)]
@@ -192,6 +232,14 @@ pub struct Stats {
     pub malformed_count: u64,
     /// The first [`MALFORMED_KEPT`] malformed lines.
     pub malformed: Vec<Malformed>,
+    /// Failures by kind, with eval_ids.
+    pub breakdown: Breakdowns,
+    /// How often each place was compared and differed.
+    pub fields: FieldRates,
+    /// The run over time.
+    pub timeline: Timeline,
+    /// Places never compared (`[compare] ignore`), left out of the field rates.
+    ignore: Arc<PatternSet>,
 }
 
 impl Stats {
@@ -207,40 +255,52 @@ impl Stats {
             ungrouped_mismatches: 0,
             malformed_count: 0,
             malformed: Vec::new(),
+            breakdown: Breakdowns::default(),
+            fields: FieldRates::default(),
+            timeline: Timeline::default(),
+            ignore: Arc::new(PatternSet::default()),
         }
     }
 
+    /// The same statistics, leaving places under `ignore` out of the field rates.
+    pub fn ignoring(mut self, ignore: Arc<PatternSet>) -> Stats {
+        self.ignore = ignore;
+        self
+    }
+
+    /// The same statistics, with a timeline by wall-clock minute (live) instead of by
+    /// input position (replay).
+    pub fn by_minute(mut self) -> Stats {
+        self.timeline = Timeline::by_minute();
+        self
+    }
+
     /// Counts one judged evaluation; `rule_names` names the equivalence rules by index.
+    /// On the timeline it follows the previous one (replay's order).
     pub fn record(&mut self, evaluation: &Evaluation, verdict: &Verdict, rule_names: &[String]) {
-        let counted = Counted {
-            eval_id: &evaluation.eval_id,
-            language: &evaluation.language,
-            legacy: Times::of(&evaluation.legacy),
-            shadow: Times::of(&evaluation.shadow),
-            request: evaluation.request.as_ref().map(Request::Owned),
-        };
-        self.count(counted, verdict, rule_names);
+        self.count(&evaluation.view(), verdict, rule_names, Moment::Next);
+    }
+
+    /// [`Stats::record`] at a moment: live passes the wall-clock time it was judged.
+    pub fn record_at(&mut self, evaluation: &Evaluation, verdict: &Verdict, rule_names: &[String], at: Moment) {
+        self.count(&evaluation.view(), verdict, rule_names, at);
     }
 
     /// [`Stats::record`] for a borrowed evaluation (see [`crate::fixture::view`]).
     pub fn record_ref(&mut self, evaluation: &EvaluationRef<'_>, verdict: &Verdict, rule_names: &[String]) {
-        let counted = Counted {
-            eval_id: &evaluation.eval_id,
-            language: &evaluation.language,
-            legacy: Times::of_ref(&evaluation.legacy),
-            shadow: Times::of_ref(&evaluation.shadow),
-            request: evaluation.request.as_ref().map(Request::Borrowed),
-        };
-        self.count(counted, verdict, rule_names);
+        self.count(evaluation, verdict, rule_names, Moment::Next);
     }
 
-    fn count(&mut self, evaluation: Counted<'_>, verdict: &Verdict, rule_names: &[String]) {
+    fn count(&mut self, evaluation: &EvaluationRef<'_>, verdict: &Verdict, rule_names: &[String], at: Moment) {
         let kind = verdict.kind();
+        let (legacy, shadow) = (Times::of(&evaluation.legacy), Times::of(&evaluation.shadow));
         self.totals.count(kind);
-        self.latency.record(evaluation.legacy, evaluation.shadow);
-        let language = self.language_slot(evaluation.language);
+        self.latency.record(legacy, shadow);
+        let language = self.language_slot(&evaluation.language);
         language.totals.count(kind);
-        language.latency.record(evaluation.legacy, evaluation.shadow);
+        language.latency.record(legacy, shadow);
+        self.timeline.count(at, kind, legacy.outcome_ms, shadow.outcome_ms);
+        let ids_kept = self.policy.examples_per_group;
         match verdict {
             Verdict::Equivalent(index) => {
                 let name = rule_names.get(*index).map_or("(unnamed)", String::as_str);
@@ -252,8 +312,36 @@ impl Stats {
                     }
                 }
             }
-            Verdict::Mismatch(differences) => self.group(&evaluation, differences),
-            _ => {}
+            Verdict::Match => self.count_fields(evaluation, &[]),
+            Verdict::Mismatch(differences) => {
+                self.count_fields(evaluation, differences);
+                self.group(evaluation, differences);
+            }
+            Verdict::ShadowError => {
+                if let SideRef::Error { error, .. } = &evaluation.shadow {
+                    let kind = breakdown::error_kind(error.root());
+                    self.breakdown.shadow_error.count(&kind, &evaluation.eval_id, ids_kept);
+                }
+            }
+            Verdict::ShadowLost => {
+                if let SideRef::Lost { last_state, .. } = &evaluation.shadow {
+                    let kind = breakdown::lost_kind(last_state.as_deref());
+                    self.breakdown.shadow_lost.count(kind, &evaluation.eval_id, ids_kept);
+                }
+            }
+            Verdict::LegacyFailed => {
+                let kind = breakdown::legacy_kind(&evaluation.legacy);
+                self.breakdown.legacy_failed.count(&kind, &evaluation.eval_id, ids_kept);
+            }
+        }
+    }
+
+    /// Field rates of an evaluation whose outcomes were compared.
+    fn count_fields(&mut self, evaluation: &EvaluationRef<'_>, differences: &[Difference]) {
+        if let (SideRef::Ok { outcome: legacy, .. }, SideRef::Ok { outcome: shadow, .. }) =
+            (&evaluation.legacy, &evaluation.shadow)
+        {
+            self.fields.count(&self.ignore, legacy.root(), shadow.root(), differences);
         }
     }
 
@@ -267,50 +355,51 @@ impl Stats {
 
     fn language_slot(&mut self, language: &str) -> &mut LanguageStats {
         let known = self.by_language.contains_key(language);
-        let key = if known || self.by_language.len() < MAX_LANGUAGES { language } else { OTHER_LANGUAGE };
+        let fits = language.len() <= MAX_LANGUAGE_BYTES && self.by_language.len() < MAX_LANGUAGES;
+        let key = if known || fits { language } else { OTHER_LANGUAGE };
         if !known && !self.by_language.contains_key(key) {
             self.by_language.insert(key.to_string(), LanguageStats::default());
         }
         self.by_language.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
-    fn group(&mut self, evaluation: &Counted<'_>, differences: &[Difference]) {
+    fn group(&mut self, evaluation: &EvaluationRef<'_>, differences: &[Difference]) {
         let mut paths: Vec<String> = differences.iter().map(|d| d.folded_path.clone()).collect();
         paths.sort();
         paths.dedup();
-        let fingerprint = fingerprint(evaluation.language, &paths);
+        let fingerprint = fingerprint(&paths);
         if !self.groups.contains_key(&fingerprint) && self.groups.len() >= self.policy.max_groups {
             self.ungrouped_mismatches += 1;
             return;
         }
+        let language = self.language_key(&evaluation.language).to_owned();
         let policy = Arc::clone(&self.policy);
         let group = self.groups.entry(fingerprint.clone()).or_insert_with(|| Group {
             fingerprint,
-            language: evaluation.language.to_string(),
+            language: language.clone(),
+            by_language: BTreeMap::new(),
             paths,
             count: 0,
             examples: Vec::new(),
+            tried: 0,
         });
         group.count += 1;
-        if group.examples.len() < policy.examples_per_group {
+        group.count_language(&language, 1);
+        group.offer(policy.examples_per_group, || {
             // Only here is a borrowed request turned into a `Value`: most never need one.
-            let request = evaluation.request.as_ref().map(|request| match request {
-                Request::Owned(value) => (*value).clone(),
-                Request::Borrowed(doc) => doc.to_value(),
-            });
-            group.examples.push(Example::from_parts(&policy, evaluation.eval_id, request, differences));
+            let request = evaluation.request.as_ref().map(|doc| doc.to_value());
+            Example::from_parts(&policy, &evaluation.eval_id, request, differences)
+        });
+    }
+
+    /// The name a language is counted under (see [`Stats::by_language`]).
+    fn language_key<'l>(&self, language: &'l str) -> &'l str {
+        if self.by_language.contains_key(language) && language.len() <= MAX_LANGUAGE_BYTES {
+            language
+        } else {
+            OTHER_LANGUAGE
         }
     }
-}
-
-/// What counting needs of an evaluation, taken from either form of it without copying:
-/// the live proxy's owned [`Evaluation`] or replay's borrowed [`EvaluationRef`].
-struct Counted<'e> {
-    eval_id: &'e str,
-    language: &'e str,
-    legacy: Times,
-    shadow: Times,
-    request: Option<Request<'e>>,
 }
 
 /// A side's times, as far as it has them.
@@ -322,15 +411,7 @@ struct Times {
 }
 
 impl Times {
-    fn of(side: &Side) -> Times {
-        let outcome_ms = match side {
-            Side::Ok { outcome_ms, .. } => Some(*outcome_ms),
-            _ => None,
-        };
-        Times { submit_ms: side.submit_ms(), outcome_ms }
-    }
-
-    fn of_ref(side: &SideRef<'_>) -> Times {
+    fn of(side: &SideRef<'_>) -> Times {
         let outcome_ms = match side {
             SideRef::Ok { outcome_ms, .. } => Some(*outcome_ms),
             _ => None,
@@ -339,15 +420,9 @@ impl Times {
     }
 }
 
-/// The recorded request, in the form the evaluation holds it.
-enum Request<'e> {
-    Owned(&'e Value),
-    Borrowed(&'e Doc<'e>),
-}
-
-/// FNV-1a of the language and the sorted paths, as 16 hex digits: stable across runs and
+/// FNV-1a of the sorted paths, as 16 hex digits: stable across runs and
 /// machines, so a group can be followed from one report to the next.
-fn fingerprint(language: &str, paths: &[String]) -> String {
+fn fingerprint(paths: &[String]) -> String {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for byte in bytes {
@@ -355,7 +430,6 @@ fn fingerprint(language: &str, paths: &[String]) -> String {
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     };
-    feed(language.as_bytes());
     for path in paths {
         feed(b"\0");
         feed(path.as_bytes());
@@ -380,8 +454,12 @@ impl AddAssign<&Stats> for Stats {
             match self.groups.get_mut(fingerprint) {
                 Some(ours) => {
                     ours.count += theirs.count;
-                    let room = self.policy.examples_per_group.saturating_sub(ours.examples.len());
-                    ours.examples.extend(theirs.examples.iter().take(room).cloned());
+                    for (language, count) in &theirs.by_language {
+                        ours.count_language(language, *count);
+                    }
+                    for example in &theirs.examples {
+                        ours.offer(self.policy.examples_per_group, || example.clone());
+                    }
                 }
                 None if room_for_groups => {
                     self.groups.insert(fingerprint.clone(), theirs.clone());
@@ -393,12 +471,16 @@ impl AddAssign<&Stats> for Stats {
         self.malformed_count += other.malformed_count;
         let room = MALFORMED_KEPT.saturating_sub(self.malformed.len());
         self.malformed.extend(other.malformed.iter().take(room).cloned());
+        self.breakdown.merge(&other.breakdown, self.policy.examples_per_group);
+        self.fields += &other.fields;
+        self.timeline += &other.timeline;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixture::Side;
     use crate::judge::compare::{self, Rules};
     use serde_json::json;
 
@@ -437,10 +519,12 @@ mod tests {
         assert_eq!(stats.totals.matched, 1);
         assert_eq!(stats.totals.mismatch, 4);
         assert_eq!(stats.by_language["python"].totals.mismatch, 3);
-        assert_eq!(stats.groups.len(), 2, "one group per language for the same path");
-        let python = stats.groups.values().find(|g| g.language == "python").expect("python group");
-        assert_eq!((python.count, python.examples.len()), (3, 2));
-        assert_eq!(python.paths, vec!["/stdout".to_string()]);
+        assert_eq!(stats.groups.len(), 1, "one group for the same paths, whatever the language");
+        let group = stats.groups.values().next().expect("the group");
+        assert_eq!((group.count, group.examples.len()), (4, 2));
+        assert_eq!(group.paths, vec!["/stdout".to_string()]);
+        assert_eq!(group.language, SEVERAL_LANGUAGES);
+        assert_eq!(group.by_language, BTreeMap::from([("bash".to_string(), 1), ("python".to_string(), 3)]));
         assert_eq!(stats.latency.delta_outcome_ms.quantile_ms(0.5), Some(-60.0));
     }
 
@@ -448,7 +532,10 @@ mod tests {
     fn groups_beyond_the_cap_are_still_counted() {
         let mut stats = Stats::new(policy(1));
         record(&mut stats, &evaluation("python", "2"));
-        record(&mut stats, &evaluation("bash", "2"));
+        let mut other = evaluation("bash", "2");
+        other.shadow = Side::Ok { submit_ms: 1.0, outcome_ms: 1.0, outcome: json!({"stdout": "1", "x": 1}) };
+        let differences = compare::diff(&Rules::default(), &json!({"stdout": "1"}), &json!({"stdout": "1", "x": 1}));
+        stats.record(&other, &Verdict::Mismatch(differences), &[]);
         assert_eq!(stats.groups.len(), 1);
         assert_eq!(stats.ungrouped_mismatches, 1);
         assert_eq!(stats.totals.mismatch, 2);
@@ -474,7 +561,71 @@ mod tests {
 
     #[test]
     fn fingerprint_is_stable() {
-        assert_eq!(fingerprint("python", &["/stdout".into()]), fingerprint("python", &["/stdout".into()]));
-        assert_ne!(fingerprint("python", &["/stdout".into()]), fingerprint("bash", &["/stdout".into()]));
+        assert_eq!(fingerprint(&["/stdout".into()]), "c7dd857dfbffb5a3".to_string());
+        assert_ne!(fingerprint(&["/stdout".into()]), fingerprint(&["/stderr".into()]));
+    }
+
+    #[test]
+    fn examples_show_distinct_differences() {
+        let mut stats = Stats::new(policy(10));
+        for (id, stdout) in [("a", "2"), ("b", "2"), ("c", "3"), ("d", "2")] {
+            let mut e = evaluation("python", stdout);
+            e.eval_id = id.into();
+            let differences = compare::diff(&Rules::default(), &json!({"stdout": "1"}), &json!({"stdout": stdout}));
+            stats.record(&e, &Verdict::Mismatch(differences), &[]);
+        }
+        let group = stats.groups.values().next().expect("group");
+        assert_eq!(group.count, 4);
+        let ids: Vec<&str> = group.examples.iter().map(|e| e.eval_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"], "b and d repeat a's diff");
+    }
+
+    #[test]
+    fn failures_are_broken_down_with_their_ids() {
+        let mut stats = Stats::new(policy(10));
+        let ok = Side::Ok { submit_ms: 1.0, outcome_ms: 2.0, outcome: json!({"stdout": "1"}) };
+        let with = |id: &str, legacy: Side, shadow: Side| Evaluation {
+            v: 1,
+            eval_id: id.into(),
+            language: "python".into(),
+            request: None,
+            legacy,
+            shadow,
+        };
+        let error = |e: serde_json::Value| Side::Error { submit_ms: Some(1.0), error: e };
+        let lost = |state: Option<&str>| Side::Lost {
+            submit_ms: Some(1.0),
+            waited_ms: 9.0,
+            last_state: state.map(Into::into),
+        };
+        stats.record(&with("e1", ok.clone(), error(json!({"exc_type": "RuntimeError"}))), &Verdict::ShadowError, &[]);
+        stats.record(&with("e2", ok.clone(), error(json!({"http_status": 502}))), &Verdict::ShadowError, &[]);
+        stats.record(&with("e3", ok.clone(), error(json!({"exc_type": "RuntimeError"}))), &Verdict::ShadowError, &[]);
+        stats.record(&with("l1", ok.clone(), lost(Some("STARTED"))), &Verdict::ShadowLost, &[]);
+        stats.record(&with("l2", ok.clone(), lost(None)), &Verdict::ShadowLost, &[]);
+        stats.record(&with("f1", error(json!({"http_status": 500})), ok.clone()), &Verdict::LegacyFailed, &[]);
+        let table = |b: &crate::judge::breakdown::Breakdown| {
+            b.entries().into_iter().map(|e| (e.kind, e.count, e.eval_ids.join(","))).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            table(&stats.breakdown.shadow_error),
+            vec![("RuntimeError".into(), 2, "e1,e3".into()), ("HTTP 502".into(), 1, "e2".into())]
+        );
+        assert_eq!(
+            table(&stats.breakdown.shadow_lost),
+            vec![("STARTED".into(), 1, "l1".into()), ("not_recorded".into(), 1, "l2".into())]
+        );
+        assert_eq!(table(&stats.breakdown.legacy_failed), vec![("error: HTTP 500".into(), 1, "f1".into())]);
+        assert_eq!(stats.totals.shadow_error, stats.breakdown.shadow_error.total());
+    }
+
+    #[test]
+    fn an_overlong_language_is_not_a_key() {
+        let mut stats = Stats::new(policy(10));
+        record(&mut stats, &evaluation(&"x".repeat(100_000), "2"));
+        assert_eq!(stats.by_language.keys().collect::<Vec<_>>(), vec![OTHER_LANGUAGE]);
+        let group = stats.groups.values().next().expect("group");
+        assert_eq!(group.by_language.keys().collect::<Vec<_>>(), vec![OTHER_LANGUAGE]);
+        assert_eq!(group.language, OTHER_LANGUAGE);
     }
 }

@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn sides_decide_before_outcomes_are_compared() {
         let error = || Side::Error { submit_ms: None, error: json!({"exc_type": "ValueError"}) };
-        let lost = || Side::Lost { submit_ms: Some(1.0), waited_ms: 9.0 };
+        let lost = || Side::Lost { submit_ms: Some(1.0), waited_ms: 9.0, last_state: None };
         assert_eq!(verdict(ok(json!({})), error()), Verdict::ShadowError);
         assert_eq!(verdict(ok(json!({})), lost()), Verdict::ShadowLost);
         assert_eq!(verdict(error(), ok(json!({}))), Verdict::LegacyFailed);

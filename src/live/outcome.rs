@@ -15,6 +15,26 @@ pub fn is_terminal(rule: &OutcomeRule, document: &Value) -> bool {
     matches!(pointer::lookup(document, &tokens), Some(Value::String(status)) if rule.terminal.iter().any(|t| t == status))
 }
 
+/// Longest status word kept from an upstream's document: it names a breakdown entry.
+const MAX_STATUS_BYTES: usize = 64;
+
+/// The status a non-final document reports (`queued`, `running`), cut to
+/// [`MAX_STATUS_BYTES`]; `no_status` when it has none.
+pub fn status_of(rule: &OutcomeRule, document: &Value) -> String {
+    let tokens: Vec<&str> = rule.status.iter().map(String::as_str).collect();
+    match pointer::lookup(document, &tokens) {
+        Some(Value::String(status)) => {
+            let mut end = status.len().min(MAX_STATUS_BYTES);
+            while !status.is_char_boundary(end) {
+                end -= 1;
+            }
+            status[..end].to_owned()
+        }
+        Some(other) => other.to_string().chars().take(MAX_STATUS_BYTES).collect(),
+        None => "no_status".into(),
+    }
+}
+
 /// Applies the rule's field mapping; without one the document is kept as it is.
 pub fn map_fields(rule: &OutcomeRule, document: Value) -> Value {
     if rule.fields.is_empty() {
@@ -69,18 +89,19 @@ pub fn eval_id_from_path<'p>(rule: &OutcomeRule, path: &'p str) -> Option<&'p st
 pub enum Polled {
     /// A final document (mapped), and when it was seen.
     Final(Value, Instant),
-    /// The deadline passed first; the last problem seen, if any.
-    Lost(Option<String>),
+    /// The deadline passed first; what was last seen, as a short word for reports: the
+    /// last non-final status, `HTTP <code>`, `unreadable`, `unreachable`, or `never_seen`.
+    Lost(String),
 }
 
 /// GETs the result URL every `rule.interval` until a terminal document or `deadline`.
 /// Errors and non-final answers are retried: only the deadline ends a poll without one.
 pub async fn poll(client: &HttpClient, url: &str, rule: &OutcomeRule, deadline: Instant) -> Polled {
-    let mut last_problem = None;
+    let mut last_seen: Option<String> = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            return Polled::Lost(last_problem);
+            return Polled::Lost(last_seen.unwrap_or_else(|| "never_seen".into()));
         }
         let budget = (deadline - now).min(Duration::from_secs(30));
         match client.get(url, budget).await {
@@ -88,11 +109,17 @@ pub async fn poll(client: &HttpClient, url: &str, rule: &OutcomeRule, deadline: 
                 Ok(document) if is_terminal(rule, &document) => {
                     return Polled::Final(map_fields(rule, document), Instant::now());
                 }
-                Ok(_) => {}
-                Err(e) => last_problem = Some(format!("result is not JSON: {e}")),
+                Ok(document) => last_seen = Some(status_of(rule, &document)),
+                Err(e) => {
+                    tracing::debug!(%url, error = %e, "result is not JSON");
+                    last_seen = Some("unreadable".into());
+                }
             },
-            Ok((status, _)) => last_problem = Some(format!("result endpoint answered {status}")),
-            Err(e) => last_problem = Some(e.to_string()),
+            Ok((status, _)) => last_seen = Some(format!("HTTP {}", status.as_u16())),
+            Err(e) => {
+                tracing::debug!(%url, error = %e, "result endpoint unreachable");
+                last_seen = Some("unreachable".into());
+            }
         }
         let wake = Instant::now() + rule.interval;
         if wake >= deadline {

@@ -8,12 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::fixture::Evaluation;
 use crate::judge::engine::Engine;
 use crate::judge::stats::Stats;
+use crate::judge::timeline::Moment;
 use crate::judge::verdict::Verdict;
 use crate::live::mirror::breaker::Breaker;
 use crate::live::mirror::sampling::Sampler;
@@ -135,7 +137,7 @@ pub struct Live {
 impl Live {
     /// Fresh state for an engine.
     pub fn new(engine: Engine, sampler: Sampler, breaker: Breaker) -> Live {
-        let stats = engine.new_stats();
+        let stats = engine.new_stats().by_minute();
         Live {
             engine,
             sampler,
@@ -189,8 +191,9 @@ impl Live {
     /// A pending evaluation is judged; returns its verdict.
     pub fn judged(&self, evaluation: &Evaluation, shadow_retries: u32) -> Verdict {
         let verdict = self.engine.judge(evaluation);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut inner = self.lock();
-        inner.stats.record(evaluation, &verdict, self.engine.rule_names());
+        inner.stats.record_at(evaluation, &verdict, self.engine.rule_names(), Moment::Unix(now));
         inner.accounting.pending = inner.accounting.pending.saturating_sub(1);
         inner.accounting.judged += 1;
         inner.accounting.shadow_retries += u64::from(shadow_retries);

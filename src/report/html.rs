@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use super::{LatencyReport, Report};
 use crate::judge::histogram::Percentiles;
+use crate::judge::readiness::{CheckState, ReadinessState};
 use crate::judge::stats::Totals;
 
 /// Escapes text for HTML element content and double-quoted attributes.
@@ -29,7 +30,8 @@ pub fn escape(text: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}\
 th:first-child,td:first-child,td.text{text-align:left}.verdict{font-size:1.6em;padding:.4em .8em;display:inline-block}\
-.ready{background:#d4f5d4}.notready{background:#fbd4d4}.pass{color:#186a18}.fail{color:#a01010;font-weight:bold}\
+.ready{background:#d4f5d4}.notready{background:#fbd4d4}.inconclusive{background:#fdf0c8}\
+.pass{color:#186a18}.fail{color:#a01010;font-weight:bold}.wait{color:#8a6100;font-weight:bold}\
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.9em}.add{background:#dfd}.del{background:#fdd}\
 .group{border-left:4px solid #ccc;padding-left:1em;margin:1.5em 0}code{background:#f0f0f0}";
 
@@ -46,8 +48,11 @@ pub fn render(report: &Report) -> String {
     if let Some(accounting) = &report.accounting {
         accounting_table(&mut out, accounting);
     }
+    super::evidence::breakdowns(&mut out, report);
     languages(&mut out, report);
     latency(&mut out, &report.latency);
+    super::evidence::timeline(&mut out, report);
+    super::evidence::paths(&mut out, report);
     groups(&mut out, report);
     malformed(&mut out, report);
     out.push_str("</body></html>\n");
@@ -55,18 +60,32 @@ pub fn render(report: &Report) -> String {
 }
 
 fn readiness(out: &mut String, report: &Report) {
-    let (class, word) = if report.readiness.ready { ("ready", "READY") } else { ("notready", "NOT READY") };
-    let _ = writeln!(out, "<div class=\"verdict {class}\">Celery is {word} to take traffic</div>");
-    out.push_str("<h2>Readiness checks</h2><table><tr><th>check</th><th>limit</th><th>observed</th><th>result</th><th>detail</th></tr>\n");
-    for check in &report.readiness.checks {
-        let (class, word) = if check.pass { ("pass", "pass") } else { ("fail", "FAIL") };
-        let observed = check.observed.map_or_else(|| "-".into(), number);
+    let r = &report.readiness;
+    let (class, words) = match r.state {
+        ReadinessState::Ready => ("ready", "Celery is READY to take traffic".to_string()),
+        ReadinessState::NotReady => ("notready", "Celery is NOT READY to take traffic".to_string()),
+        ReadinessState::Inconclusive => ("inconclusive", format!("INCONCLUSIVE: {}", super::needed_in_words(report))),
+    };
+    let _ = writeln!(out, "<div class=\"verdict {class}\">{}</div>", escape(&words));
+    out.push_str("<h2>Readiness checks</h2><table><tr><th>check</th><th>limit</th><th>observed</th><th>95% bound</th><th>result</th><th>detail</th></tr>\n");
+    for check in &r.checks {
+        let (class, word) = match check.state {
+            CheckState::Pass => ("pass", "pass".to_string()),
+            CheckState::Fail => ("fail", "FAIL".to_string()),
+            CheckState::Inconclusive => match check.samples_needed {
+                Some(n) => ("wait", format!("needs ~{n} more")),
+                None => ("wait", "no data yet".to_string()),
+            },
+        };
+        let bound =
+            if check.bound == check.observed { "-".into() } else { check.bound.map_or_else(|| "-".into(), number) };
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{word}</td><td class=\"text\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{word}</td><td class=\"text\">{}</td></tr>",
             escape(check.name),
             check.limit,
-            observed,
+            check.observed.map_or_else(|| "-".into(), number),
+            bound,
             escape(&check.detail)
         );
     }
@@ -74,7 +93,7 @@ fn readiness(out: &mut String, report: &Report) {
 }
 
 /// Whole numbers without decimals, fractions with six significant digits.
-fn number(value: f64) -> String {
+pub(super) fn number(value: f64) -> String {
     if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{value:.0}")
     } else {
@@ -229,12 +248,14 @@ fn groups(out: &mut String, report: &Report) {
         );
     }
     for group in &report.groups {
+        let languages: Vec<String> =
+            group.by_language.iter().map(|(language, n)| format!("{} {n}", escape(language))).collect();
         let _ = writeln!(
             out,
-            "<div class=\"group\"><h3>{} × {} — {}</h3><p>fingerprint <code>{}</code></p>",
+            "<div class=\"group\"><h3>{} × {}</h3><p>by language: {}; fingerprint <code>{}</code></p>",
             group.count,
-            escape(&group.language),
             escape(&group.paths.join(", ")),
+            languages.join(", "),
             escape(&group.fingerprint)
         );
         for example in &group.examples {

@@ -3,17 +3,40 @@
 //!
 //! The JSON keys are a public interface: tools and the migration dashboard read them.
 
+mod evidence;
 pub mod html;
 pub mod text;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::judge::breakdown::{Breakdowns, Entry};
 use crate::judge::engine::Engine;
+use crate::judge::fields::FieldRate;
 use crate::judge::histogram::Percentiles;
 use crate::judge::readiness::Readiness;
 use crate::judge::stats::{Group, LatencySet, Malformed, Stats, Totals};
+use crate::judge::timeline::{Point, Unit};
+
+/// "about N more evaluations needed", with how long that takes at the current rate when
+/// it is known; empty when nothing more is needed.
+pub fn needed_in_words(report: &Report) -> String {
+    let Some(needed) = report.readiness.samples_needed else {
+        return "more evidence needed (no latency measured yet)".into();
+    };
+    let mut words = format!("about {needed} more evaluations needed");
+    if let Some(rate) = report.judged_per_minute().filter(|rate| *rate > 0.0) {
+        let minutes = needed as f64 / rate;
+        let _ = if minutes < 90.0 {
+            write!(words, ", ~{:.0} min at the current rate", minutes.ceil())
+        } else {
+            write!(words, ", ~{:.1} h at the current rate", minutes / 60.0)
+        };
+    }
+    words
+}
 
 /// Verdict counters plus malformed input lines.
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +108,38 @@ pub struct Source {
     pub files: Vec<String>,
 }
 
+/// The evidence behind the failure counts: each verdict's failures by kind, with ids.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakdownReport {
+    /// `shadow_error` by exception type (Celery) or HTTP status (HTTP shadow).
+    pub shadow_error: Vec<Entry>,
+    /// `shadow_lost` by the last state seen (`STARTED`, `RETRY`, `never_seen`,
+    /// `broker_unreachable`, ...).
+    pub shadow_lost: Vec<Entry>,
+    /// `legacy_failed` by reason.
+    pub legacy_failed: Vec<Entry>,
+}
+
+impl BreakdownReport {
+    fn from_breakdowns(b: &Breakdowns) -> BreakdownReport {
+        BreakdownReport {
+            shadow_error: b.shadow_error.entries(),
+            shadow_lost: b.shadow_lost.entries(),
+            legacy_failed: b.legacy_failed.entries(),
+        }
+    }
+}
+
+/// How the timeline's buckets are laid out.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineLayout {
+    /// `minute` (live: `start` is Unix seconds) or `position` (replay: `start` is the
+    /// 0-based position of the bucket's first evaluation).
+    pub unit: Unit,
+    /// Seconds (minute) or evaluations (position) per bucket.
+    pub span: u64,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -100,12 +155,20 @@ pub struct Report {
     pub latency: LatencyReport,
     /// Counters and latencies per language.
     pub by_language: BTreeMap<String, LanguageReport>,
+    /// Field-level rates: each compared place, most differences first.
+    pub paths: Vec<FieldRate>,
     /// Mismatch groups, largest first.
     pub groups: Vec<Group>,
     /// Mismatches counted beyond `report.max_groups` groups.
     pub ungrouped_mismatches: u64,
     /// The first malformed input lines.
     pub malformed: Vec<Malformed>,
+    /// Failures by kind, with eval_ids.
+    pub breakdown: BreakdownReport,
+    /// Verdicts and latency over the run, oldest bucket first.
+    pub timeline: Vec<Point>,
+    /// How the timeline's buckets are laid out.
+    pub timeline_layout: TimelineLayout,
     /// The gate's verdict.
     pub readiness: Readiness,
     /// Live accounting of every submission (live mode only).
@@ -134,12 +197,29 @@ impl Report {
                     )
                 })
                 .collect(),
+            paths: stats.fields.rates(),
             groups,
             ungrouped_mismatches: stats.ungrouped_mismatches,
             malformed: stats.malformed.clone(),
+            breakdown: BreakdownReport::from_breakdowns(&stats.breakdown),
+            timeline: stats.timeline.points(),
+            timeline_layout: TimelineLayout { unit: stats.timeline.unit(), span: stats.timeline.span() },
             readiness: engine.readiness(stats),
             accounting: None,
         }
+    }
+
+    /// Judged evaluations per minute over the timeline, when it is by minute (live) and
+    /// spans at least one whole minute.
+    pub fn judged_per_minute(&self) -> Option<f64> {
+        if self.timeline_layout.unit != Unit::Minute || self.timeline.len() < 2 {
+            return None;
+        }
+        let first = self.timeline.first()?.start;
+        let last = self.timeline.last()?.start;
+        let minutes = ((last - first) / self.timeline_layout.span.max(1) + 1) as f64;
+        let judged: u64 = self.timeline.iter().map(|p| p.judged).sum();
+        Some(judged as f64 / minutes)
     }
 
     /// The report as pretty JSON.

@@ -4,6 +4,7 @@ use std::fmt::Write;
 
 use super::Report;
 use crate::judge::histogram::Percentiles;
+use crate::judge::readiness::{CheckState, ReadinessState};
 
 fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"))
@@ -44,11 +45,29 @@ pub fn render(report: &Report) -> String {
     for line in report.malformed.iter().take(5) {
         let _ = writeln!(out, "  malformed {}:{}: {}", line.file, line.line, line.reason);
     }
-    let verdict = if report.readiness.ready { "READY" } else { "NOT READY" };
+    for (name, entries) in [
+        ("shadow_error", &report.breakdown.shadow_error),
+        ("shadow_lost", &report.breakdown.shadow_lost),
+        ("legacy_failed", &report.breakdown.legacy_failed),
+    ] {
+        for entry in entries.iter().take(5) {
+            let _ = writeln!(out, "  {name}: {} × {} (e.g. {})", entry.count, entry.kind, entry.eval_ids.join(", "));
+        }
+    }
+    let verdict = match report.readiness.state {
+        ReadinessState::Ready => "READY".to_string(),
+        ReadinessState::NotReady => "NOT READY".to_string(),
+        ReadinessState::Inconclusive => format!("INCONCLUSIVE, {}", super::needed_in_words(report)),
+    };
     let _ = writeln!(out, "readiness: {verdict}");
     for check in &report.readiness.checks {
-        let mark = if check.pass { "pass" } else { "FAIL" };
-        let _ = writeln!(out, "  [{mark}] {} (limit {}): {}", check.name, check.limit, check.detail);
+        let mark = match check.state {
+            CheckState::Pass => "pass",
+            CheckState::Fail => "FAIL",
+            CheckState::Inconclusive => "wait",
+        };
+        let needed = check.samples_needed.map_or_else(String::new, |n| format!("; about {n} more needed"));
+        let _ = writeln!(out, "  [{mark}] {} (limit {}): {}{needed}", check.name, check.limit, check.detail);
     }
     out
 }

@@ -239,9 +239,11 @@ impl Mirror {
             Polled::Final(document, at) => {
                 Side::Ok { submit_ms, outcome_ms: ms_between(job.received_at, at), outcome: document }
             }
-            Polled::Lost(_) => {
-                Side::Lost { submit_ms: Some(submit_ms), waited_ms: ms_between(job.received_at, Instant::now()) }
-            }
+            Polled::Lost(last_state) => Side::Lost {
+                submit_ms: Some(submit_ms),
+                waited_ms: ms_between(job.received_at, Instant::now()),
+                last_state: Some(last_state),
+            },
         }
     }
 }

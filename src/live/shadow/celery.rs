@@ -21,6 +21,11 @@ use crate::fixture::Side;
 use crate::live::outcome;
 use crate::live::state::NotMirrored;
 
+/// `last_state` of a lost task whose result key never existed: no worker wrote a state.
+pub const NEVER_SEEN: &str = "never_seen";
+/// `last_state` of a lost task whose wait ended because Redis stopped answering.
+pub const BROKER_UNREACHABLE: &str = "broker_unreachable";
+
 /// How often the queue depth and Redis health are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -103,9 +108,17 @@ impl CeleryShadow {
         let deadline =
             self.settings.outcome.deadline.saturating_sub(submitted_at.saturating_duration_since(job.received_at));
         match waiter.wait(deadline).await {
+            // The task was pushed: it is mirrored, and without an outcome it is lost, never
+            // "not mirrored" (that would hide it from `max_lost`).
             Err(e @ BrokerError::Unavailable { .. }) => {
                 self.gauges.unavailable.store(true, Ordering::Relaxed);
-                ShadowRun::Unavailable(e.to_string())
+                tracing::warn!(task_id = %task.task_id, error = %e, "Redis stopped answering while a task waited: counted lost");
+                let side = Side::Lost {
+                    submit_ms: Some(submit_ms),
+                    waited_ms: ms_between(submitted_at, Instant::now()),
+                    last_state: Some(BROKER_UNREACHABLE.into()),
+                };
+                ShadowRun::side(side)
             }
             Err(e) => {
                 ShadowRun::side(Side::Error { submit_ms: Some(submit_ms), error: json!({"shadowdiff": e.to_string()}) })
@@ -130,14 +143,17 @@ impl CeleryShadow {
                 };
                 ShadowRun::Side { side, retries: retries_seen }
             }
-            Ok(WaitOutcome::Lost { retries_seen, .. }) => {
+            Ok(WaitOutcome::Lost { retries_seen, last_state }) => {
                 if self.settings.revoke_lost {
                     if let Err(e) = self.broker.revoke(&task.task_id).await {
                         tracing::debug!(task_id = %task.task_id, error = %e, "revoke of a lost task failed");
                     }
                 }
-                let side =
-                    Side::Lost { submit_ms: Some(submit_ms), waited_ms: ms_between(submitted_at, Instant::now()) };
+                let side = Side::Lost {
+                    submit_ms: Some(submit_ms),
+                    waited_ms: ms_between(submitted_at, Instant::now()),
+                    last_state: Some(last_state.unwrap_or_else(|| NEVER_SEEN.into())),
+                };
                 ShadowRun::Side { side, retries: retries_seen }
             }
         }

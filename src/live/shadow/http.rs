@@ -75,9 +75,10 @@ impl HttpShadow {
                         outcome_ms: ms_between(submitted_at, at),
                         outcome: document,
                     }),
-                    Polled::Lost(_) => ShadowRun::side(Side::Lost {
+                    Polled::Lost(last_state) => ShadowRun::side(Side::Lost {
                         submit_ms: Some(submit_ms),
                         waited_ms: ms_between(submitted_at, Instant::now()),
+                        last_state: Some(last_state),
                     }),
                 }
             }
