@@ -16,7 +16,7 @@ pub fn is_terminal(rule: &OutcomeRule, document: &Value) -> bool {
 }
 
 /// Longest status word kept from an upstream's document: it names a breakdown entry.
-const MAX_STATUS_BYTES: usize = 64;
+pub const MAX_STATUS_BYTES: usize = 64;
 
 /// The status a non-final document reports (`queued`, `running`), cut to
 /// [`MAX_STATUS_BYTES`]; `no_status` when it has none.
