@@ -221,3 +221,36 @@ async fn redis_stopped_and_restarted_pauses_and_resumes_mirroring() {
     assert_eq!(report["totals"]["shadow_lost"], 2, "mirroring resumed by itself: {report:#}");
     assert_eq!(report["accounting"]["not_mirrored"], json!({"shadow_unavailable": 3}));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_past_the_deadline_counts_pushed_tasks_lost_not_unmirrored() {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    let legacy = evalapi::EvalApi::start(evalapi::Behaviour::default()).await;
+    let config = celery_config(&legacy.url(), &queue("outage"), 2_000, "revoke_lost = false\n")
+        .replace(&worker::redis_url(DB), &format!("redis://127.0.0.1:{port}/0"));
+    let sidecar = Sidecar::start(&config);
+
+    // No worker: the tasks are pushed and wait; then Redis goes away for longer than the
+    // outcome deadline. Pushed tasks are mirrored, and without an outcome they are lost.
+    for i in 0..4 {
+        let reply = sidecar.submit(&format!("outage-{i}"), "print(1)").await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    let start = std::time::Instant::now();
+    while sidecar.report(None).await["accounting"]["pending"] != 4 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the 4 tasks were not pushed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.stop();
+    let report = sidecar.settled(4, None).await;
+    assert_eq!(report["totals"]["shadow_lost"], 4, "{report:#}");
+    assert_eq!(report["accounting"]["not_mirrored"], json!({}), "a pushed task is never 'not mirrored'");
+    assert_eq!(report["accounting"]["judged"], 4);
+    let lost = &report["breakdown"]["shadow_lost"];
+    assert_eq!(lost[0]["kind"], "broker_unreachable", "{lost:#}");
+    assert_eq!(lost[0]["count"], 4);
+    let max_lost = &report["readiness"]["checks"][3];
+    assert_eq!((max_lost["name"].as_str(), max_lost["state"].as_str()), (Some("max_lost"), Some("fail")));
+    assert_eq!(report["readiness"]["state"], "not_ready");
+}

@@ -253,7 +253,11 @@ async fn admin_token_protects_all_but_healthz_and_metrics_have_the_dashboard_nam
         "tasks_completed_total{queue_system=\"legacy\"} 1",
         "task_duration_seconds_count{queue_system=\"celery\"} 1",
         "legacy_tasks_submitted_total 1",
-        "celery_tasks_submitted_total 1",
+        "shadowdiff_shadow_submitted_total 1",
+        "shadowdiff_readiness{state=\"ready\"} 0",
+        "shadowdiff_check_pass{check=\"min_samples\"} 0",
+        "shadowdiff_check_pass{check=\"max_lost\"} 1",
+        "queue_selection_duration_seconds_count 1",
         "shadowdiff_comparisons_total{verdict=\"match\",language=\"python\"} 1",
         "shadowdiff_pending 0",
         "shadowdiff_in_flight 0",
@@ -263,9 +267,63 @@ async fn admin_token_protects_all_but_healthz_and_metrics_have_the_dashboard_nam
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
+    assert!(!text.contains("celery_"), "celery_* series only with a Celery shadow:\n{text}");
+    // One sample judged: too few to be ready; inconclusive unless a latency check failed.
+    let state = sidecar.report(Some(TOKEN)).await["readiness"]["state"].as_str().expect("state").to_string();
+    assert!(state == "inconclusive" || state == "not_ready", "{state}");
+    for other in ["ready", "not_ready", "inconclusive"] {
+        let line = format!("shadowdiff_readiness{{state=\"{other}\"}} {}", u8::from(other == state));
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(!text.contains("-0\n") && !text.contains("-0 "), "no negative zero:\n{text}");
     let html = sidecar.admin_get("/report", Some(TOKEN)).await;
     let page = String::from_utf8_lossy(&html.body);
     assert!(page.contains("Every submission accounted for") && page.contains("holds"), "{page}");
+}
+
+/// A counter's value in Prometheus text.
+fn sample(text: &str, series: &str) -> f64 {
+    let line = text.lines().find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '));
+    line.and_then(|l| l[series.len() + 1..].parse().ok()).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+#[tokio::test]
+async fn dashboard_queries_read_true_at_half_sampling() {
+    let legacy = EvalApi::start(Behaviour { polls_before_done: 1, ..Behaviour::default() }).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "[shadow]\npercent = 50\n")
+        .replace("[legacy]\n", "[legacy]\nqueue_length_url = \"/queue\"\n");
+    let sidecar = Sidecar::start(&config);
+    for i in 0..60 {
+        sidecar.submit(&format!("half-{i}"), "print(1)").await;
+    }
+    let report = sidecar.settled(60, None).await;
+    let judged = report["accounting"]["judged"].as_u64().expect("judged");
+    let sampled_out = report["accounting"]["not_mirrored"]["sampled_out"].as_u64().expect("sampled out");
+    assert_eq!(judged + sampled_out, 60, "{:#}", report["accounting"]);
+    assert!((15..=45).contains(&judged), "about half mirrored: {judged}");
+    let text = String::from_utf8_lossy(&sidecar.admin_get("/metrics", None).await.body).into_owned();
+    // Success ratio, sum(rate(tasks_completed_total)) by (queue_system) /
+    // sum(rate(tasks_submitted_total)) by (queue_system): 1 for healthy systems.
+    for system in ["legacy", "celery"] {
+        let submitted = sample(&text, &format!("tasks_submitted_total{{queue_system=\"{system}\"}}"));
+        let completed = sample(&text, &format!("tasks_completed_total{{queue_system=\"{system}\"}}"));
+        assert_eq!(submitted, judged as f64, "{system}");
+        assert_eq!(completed / submitted, 1.0, "{system} success ratio");
+    }
+    // Distribution: every submission reached legacy; the mirrored ones reached the shadow.
+    assert_eq!(sample(&text, "legacy_tasks_submitted_total"), 60.0);
+    assert_eq!(sample(&text, "shadowdiff_shadow_submitted_total"), judged as f64);
+    // The legacy queue length is read from the legacy system (every evaluation is done).
+    let start = std::time::Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&sidecar.admin_get("/metrics", None).await.body).into_owned();
+        if text.lines().any(|l| l == "legacy_queue_length 0") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no legacy_queue_length in\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -34,6 +34,8 @@ pub struct LiveConfig {
     pub legacy_timeout: Duration,
     /// How the legacy outcome is obtained.
     pub legacy_outcome: OutcomeRule,
+    /// Where the legacy queue length is read, when configured.
+    pub legacy_queue_length: Option<QueueLengthProbe>,
     /// Which requests are evaluation submissions.
     pub routes: Vec<Route>,
     /// The shadow system.
@@ -52,6 +54,15 @@ pub struct LiveConfig {
     pub admin_token: Option<String>,
     /// Recording, when configured.
     pub record: Option<RecordSettings>,
+}
+
+/// `[legacy] queue_length_url` and `queue_length_pointer`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueLengthProbe {
+    /// The URL answered with a JSON document holding the length.
+    pub url: String,
+    /// Unescaped pointer tokens to the length.
+    pub pointer: Vec<String>,
 }
 
 /// How a final outcome is obtained.
@@ -284,6 +295,16 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
     }
     let legacy_url = c.url("legacy.url", &raw.legacy.url);
     let legacy_outcome = c.outcome("legacy.outcome", &raw.legacy.outcome, true);
+    let queue_length_url = &raw.legacy.queue_length_url;
+    let queue_length_url = match queue_length_url.strip_prefix('/') {
+        // A path is on the legacy system itself.
+        Some(path) => legacy_url.as_ref().map(|base| format!("{base}/{path}")),
+        None => c.url("legacy.queue_length_url", queue_length_url),
+    };
+    let legacy_queue_length = queue_length_url.map(|url| QueueLengthProbe {
+        url,
+        pointer: c.tokens("legacy.queue_length_pointer", &raw.legacy.queue_length_pointer),
+    });
     let routes = raw
         .routes
         .iter()
@@ -358,6 +379,7 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         legacy_url,
         legacy_timeout: Duration::from_millis(raw.legacy.timeout_ms.unwrap_or(30_000)),
         legacy_outcome,
+        legacy_queue_length,
         routes,
         shadow,
         percent: s.percent.clamp(0.0, 100.0),

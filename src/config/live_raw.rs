@@ -85,6 +85,16 @@ pub struct RawLegacy {
     pub timeout_ms: Option<u64>,
     /// How the legacy final outcome is obtained.
     pub outcome: RawOutcome,
+    /// Where the legacy system tells its queue length (empty: not read), so the dashboard
+    /// can compare `legacy_queue_length` with `celery_queue_length`.
+    pub queue_length_url: String,
+    /// Pointer to the length in that answer.
+    #[serde(default = "default_queue_length_pointer")]
+    pub queue_length_pointer: String,
+}
+
+fn default_queue_length_pointer() -> String {
+    "/queue_length".into()
 }
 
 /// One `[[routes]]` entry: which requests are evaluation submissions.

@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::legacy_queue::QueueLength;
 use crate::live::metrics::{self, LiveGauges};
 use crate::live::mirror::Mirror;
 use crate::live::proxy::ProxyStats;
@@ -28,6 +29,8 @@ pub struct AdminState {
     pub live: Arc<Live>,
     /// The proxy's counters.
     pub proxy: Arc<ProxyStats>,
+    /// The legacy queue length, when `[legacy] queue_length_url` is set.
+    pub legacy_queue: Option<Arc<QueueLength>>,
     /// The mirror, for in-flight counts.
     pub mirror: Arc<Mirror>,
     /// Required bearer token, if any.
@@ -76,8 +79,12 @@ impl AdminState {
             in_flight: self.mirror.in_flight() as u64,
             breaker_state: self.live.breaker.state().as_gauge(),
             sampling_percent: self.live.sampler.percent(),
+            celery: self.shadow.queue_depth().is_some(),
+            legacy_queue_length: self.legacy_queue.as_ref().and_then(|gauge| gauge.get()),
         };
-        metrics::render(&self.live.snapshot(), &self.proxy.snapshot(), &live)
+        let snapshot = self.live.snapshot();
+        let readiness = self.live.engine().readiness(&snapshot.stats);
+        metrics::render(&snapshot, &self.proxy.snapshot(), &live, &readiness)
     }
 
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {

@@ -3,17 +3,29 @@
 //! The migration dashboard already queries `tasks_submitted_total`,
 //! `tasks_completed_total` and `task_duration_seconds` with a `queue_system` label of
 //! `legacy` or `celery`; shadowdiff's own metrics are prefixed `shadowdiff_`.
+//!
+//! Each series counts one population, so the dashboard's ratios hold at any sampling:
+//! - `tasks_submitted_total` and `tasks_completed_total` count the evaluations shadowdiff
+//!   follows to an outcome (the mirrored, judged ones), per system: a submission, and an
+//!   outcome. `completed / submitted` is each system's success ratio over the same
+//!   evaluations, about 1 for healthy systems whatever the sampling percent.
+//! - `legacy_tasks_submitted_total` counts every submission legacy received and
+//!   `celery_tasks_submitted_total` every task pushed into Celery: their rates are the
+//!   real shares of the traffic each system takes.
+//! - `celery_*` series exist only with a Celery shadow; label values come from bounded
+//!   sets (languages are capped in number and length by the statistics).
 
 use std::fmt::Write;
 
 use crate::judge::histogram::Latency;
+use crate::judge::readiness::{Readiness, ReadinessState};
 use crate::judge::verdict::VerdictKind;
 use crate::live::proxy::ProxyStatsSnapshot;
 use crate::live::state::Snapshot;
 
-/// Submissions per system.
+/// Submissions per system, over the evaluations followed to an outcome.
 pub const TASKS_SUBMITTED: &str = "tasks_submitted_total";
-/// Final outcomes per system.
+/// Final outcomes per system, over the same evaluations.
 pub const TASKS_COMPLETED: &str = "tasks_completed_total";
 /// Time from submission to outcome per system (histogram).
 pub const TASK_DURATION: &str = "task_duration_seconds";
@@ -23,6 +35,16 @@ pub const CELERY_SUBMITTED: &str = "celery_tasks_submitted_total";
 pub const LEGACY_SUBMITTED: &str = "legacy_tasks_submitted_total";
 /// Messages in the Celery shadow queue (all priority keys).
 pub const CELERY_QUEUE_LENGTH: &str = "celery_queue_length";
+/// Evaluations waiting in the legacy queue, as the legacy system tells it.
+pub const LEGACY_QUEUE_LENGTH: &str = "legacy_queue_length";
+/// Time spent deciding whether and where an evaluation is mirrored (histogram).
+pub const QUEUE_SELECTION: &str = "queue_selection_duration_seconds";
+/// Tasks written to the shadow, whatever its kind.
+pub const SHADOW_SUBMITTED: &str = "shadowdiff_shadow_submitted_total";
+/// The readiness verdict: 1 for the current state, 0 for the others.
+pub const READINESS: &str = "shadowdiff_readiness";
+/// Each readiness check: 1 when it passes, 0 otherwise.
+pub const CHECK_PASS: &str = "shadowdiff_check_pass";
 /// Approximate bytes of shadow results left in Redis (`delete_results = false`).
 pub const CELERY_RESULT_BYTES: &str = "shadowdiff_celery_result_bytes_retained";
 /// Judged evaluations by verdict and language.
@@ -46,6 +68,10 @@ pub const LEGACY_TIMEOUT: &str = "shadowdiff_legacy_timeout_total";
 /// Celery RETRY states seen.
 pub const SHADOW_RETRIES: &str = "shadowdiff_shadow_retries_total";
 
+/// Bucket bounds of `queue_selection_duration_seconds`: the decision takes microseconds.
+pub const SELECTION_BUCKETS_S: [f64; 9] =
+    [0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01];
+
 /// Bucket bounds of `task_duration_seconds`.
 pub const DURATION_BUCKETS_S: [f64; 14] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
@@ -65,6 +91,10 @@ pub struct LiveGauges {
     pub breaker_state: u8,
     /// Sampling percentage.
     pub sampling_percent: f64,
+    /// Whether the shadow is Celery (the `celery_*` series exist only then).
+    pub celery: bool,
+    /// The legacy queue length, when configured and readable.
+    pub legacy_queue_length: Option<u64>,
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -76,35 +106,77 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn duration_histogram(out: &mut String, system: &str, latency: &Latency) {
-    let (counts, sum) = latency.cumulative(&DURATION_BUCKETS_S);
-    for (bound, count) in DURATION_BUCKETS_S.iter().zip(counts) {
-        let _ = writeln!(out, "{TASK_DURATION}_bucket{{queue_system=\"{system}\",le=\"{bound}\"}} {count}");
+/// A sample value: never `-0`, which Prometheus reads but people misread.
+fn value(v: f64) -> f64 {
+    if v == 0.0 {
+        0.0
+    } else {
+        v
     }
-    let _ = writeln!(out, "{TASK_DURATION}_bucket{{queue_system=\"{system}\",le=\"+Inf\"}} {}", latency.count());
-    let _ = writeln!(out, "{TASK_DURATION}_sum{{queue_system=\"{system}\"}} {sum}");
-    let _ = writeln!(out, "{TASK_DURATION}_count{{queue_system=\"{system}\"}} {}", latency.count());
+}
+
+/// A Prometheus histogram of `latency` in seconds; `labels` is `""` or `key="value",`.
+fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[f64], latency: &Latency) {
+    let (counts, sum) = latency.cumulative(bounds);
+    for (bound, count) in bounds.iter().zip(counts) {
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", latency.count());
+    let labels = labels.trim_end_matches(',');
+    let labels = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{labels} {}", value(sum));
+    let _ = writeln!(out, "{name}_count{labels} {}", latency.count());
 }
 
 /// Renders every metric.
-pub fn render(snapshot: &Snapshot, proxy: &ProxyStatsSnapshot, gauges: &LiveGauges) -> String {
+pub fn render(snapshot: &Snapshot, proxy: &ProxyStatsSnapshot, gauges: &LiveGauges, readiness: &Readiness) -> String {
     let mut out = String::with_capacity(8192);
     let a = &snapshot.accounting;
     let latency = &snapshot.stats.latency;
 
-    header(&mut out, TASKS_SUBMITTED, "counter", "Evaluations submitted, per queue system.");
-    let _ = writeln!(out, "{TASKS_SUBMITTED}{{queue_system=\"legacy\"}} {}", a.submissions);
-    let _ = writeln!(out, "{TASKS_SUBMITTED}{{queue_system=\"celery\"}} {}", gauges.shadow_submitted);
-    header(&mut out, TASKS_COMPLETED, "counter", "Evaluations with a final outcome, per queue system.");
+    // Over the judged evaluations: a side with a submission time was submitted, a side
+    // with a time to outcome completed.
+    header(
+        &mut out,
+        TASKS_SUBMITTED,
+        "counter",
+        "Evaluations submitted, per queue system, among those followed to an outcome.",
+    );
+    let _ = writeln!(out, "{TASKS_SUBMITTED}{{queue_system=\"legacy\"}} {}", latency.legacy.submit_ms.count());
+    let _ = writeln!(out, "{TASKS_SUBMITTED}{{queue_system=\"celery\"}} {}", latency.shadow.submit_ms.count());
+    header(
+        &mut out,
+        TASKS_COMPLETED,
+        "counter",
+        "Evaluations with a final outcome, per queue system, among those followed.",
+    );
     let _ = writeln!(out, "{TASKS_COMPLETED}{{queue_system=\"legacy\"}} {}", latency.legacy.outcome_ms.count());
     let _ = writeln!(out, "{TASKS_COMPLETED}{{queue_system=\"celery\"}} {}", latency.shadow.outcome_ms.count());
     header(&mut out, TASK_DURATION, "histogram", "Time from submission to final outcome.");
-    duration_histogram(&mut out, "legacy", &latency.legacy.outcome_ms);
-    duration_histogram(&mut out, "celery", &latency.shadow.outcome_ms);
-    header(&mut out, CELERY_SUBMITTED, "counter", "Tasks written to the Celery shadow.");
-    let _ = writeln!(out, "{CELERY_SUBMITTED} {}", gauges.shadow_submitted);
-    header(&mut out, LEGACY_SUBMITTED, "counter", "Evaluations submitted to the legacy queue.");
+    histogram(&mut out, TASK_DURATION, "queue_system=\"legacy\",", &DURATION_BUCKETS_S, &latency.legacy.outcome_ms);
+    histogram(&mut out, TASK_DURATION, "queue_system=\"celery\",", &DURATION_BUCKETS_S, &latency.shadow.outcome_ms);
+    header(&mut out, LEGACY_SUBMITTED, "counter", "Every evaluation submitted to the legacy queue.");
     let _ = writeln!(out, "{LEGACY_SUBMITTED} {}", a.submissions);
+    header(&mut out, SHADOW_SUBMITTED, "counter", "Evaluations sent to the shadow.");
+    let _ = writeln!(out, "{SHADOW_SUBMITTED} {}", gauges.shadow_submitted);
+    if gauges.celery {
+        header(&mut out, CELERY_SUBMITTED, "counter", "Every task written to the Celery shadow.");
+        let _ = writeln!(out, "{CELERY_SUBMITTED} {}", gauges.shadow_submitted);
+    }
+    if let Some(length) = gauges.legacy_queue_length {
+        header(&mut out, LEGACY_QUEUE_LENGTH, "gauge", "Evaluations waiting in the legacy queue.");
+        let _ = writeln!(out, "{LEGACY_QUEUE_LENGTH} {length}");
+    }
+    header(&mut out, QUEUE_SELECTION, "histogram", "Time spent deciding whether and where an evaluation is mirrored.");
+    histogram(&mut out, QUEUE_SELECTION, "", &SELECTION_BUCKETS_S, &snapshot.selection);
+    header(&mut out, READINESS, "gauge", "The readiness verdict: 1 for the current state.");
+    for state in ReadinessState::ALL {
+        let _ = writeln!(out, "{READINESS}{{state=\"{}\"}} {}", state.as_str(), u8::from(state == readiness.state));
+    }
+    header(&mut out, CHECK_PASS, "gauge", "Each readiness check: 1 when it passes.");
+    for check in &readiness.checks {
+        let _ = writeln!(out, "{CHECK_PASS}{{check=\"{}\"}} {}", check.name, u8::from(check.pass));
+    }
     if let Some(depth) = gauges.queue_depth {
         header(&mut out, CELERY_QUEUE_LENGTH, "gauge", "Messages waiting in the Celery shadow queue.");
         let _ = writeln!(out, "{CELERY_QUEUE_LENGTH} {depth}");

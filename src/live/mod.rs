@@ -8,6 +8,7 @@
 //! - [`state`]: the shared statistics and accounting behind one small handle;
 //! - [`admin`] and [`metrics`]: `/report`, `/report.json`, `/metrics`, `/healthz`;
 //! - [`record`]: judged evaluations appended as fixture lines;
+//! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
 //! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share.
 //!
 //! Judging is not done here: every finished evaluation goes to [`crate::judge::engine`],
@@ -15,6 +16,7 @@
 
 pub mod admin;
 pub mod http_client;
+pub mod legacy_queue;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;

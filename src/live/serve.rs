@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::judge::engine::Engine;
 use crate::live::admin::{self, AdminState};
 use crate::live::http_client::HttpClient;
+use crate::live::legacy_queue::{self, QueueLength};
 use crate::live::mirror::breaker::Breaker;
 use crate::live::mirror::sampling::Sampler;
 use crate::live::mirror::tap::MirrorTap;
@@ -62,7 +63,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         Arc::clone(&live),
         Arc::clone(&live_config),
         Arc::clone(&shadow),
-        client,
+        client.clone(),
         recorder.clone(),
     ));
     let (sender, receiver) = mpsc::channel(live_config.mirror_queue);
@@ -70,8 +71,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let proxy_stats = Arc::new(ProxyStats::new());
 
     let mirror_task = tokio::spawn(Arc::clone(&mirror).run(receiver));
+    let legacy_queue = live_config.legacy_queue_length.clone().map(|probe| {
+        let gauge = Arc::new(QueueLength::default());
+        tokio::spawn(legacy_queue::poll(client.clone(), probe, Arc::clone(&gauge), shutdown.clone()));
+        gauge
+    });
     let admin_state = Arc::new(AdminState {
         live: Arc::clone(&live),
+        legacy_queue,
         proxy: Arc::clone(&proxy_stats),
         mirror: Arc::clone(&mirror),
         token: live_config.admin_token.clone(),

@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::fixture::Evaluation;
 use crate::judge::engine::Engine;
+use crate::judge::histogram::Latency;
 use crate::judge::stats::Stats;
 use crate::judge::timeline::Moment;
 use crate::judge::verdict::Verdict;
@@ -110,6 +111,8 @@ pub struct Snapshot {
     pub stats: Stats,
     /// Where every submission went.
     pub accounting: Accounting,
+    /// Time spent deciding whether and where each submission is mirrored.
+    pub selection: Latency,
 }
 
 struct Inner {
@@ -118,6 +121,7 @@ struct Inner {
     /// Submissions the mirror has taken out of the hand-off and counted somewhere. Kept
     /// under the lock with the counts, so a snapshot never sees one without the other.
     received: u64,
+    selection: Latency,
 }
 
 /// The shared live state.
@@ -144,7 +148,12 @@ impl Live {
             breaker,
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            inner: Mutex::new(Inner { stats, accounting: Accounting::default(), received: 0 }),
+            inner: Mutex::new(Inner {
+                stats,
+                accounting: Accounting::default(),
+                received: 0,
+                selection: Latency::default(),
+            }),
         }
     }
 
@@ -181,6 +190,11 @@ impl Live {
         inner.accounting.pending += 1;
     }
 
+    /// The mirror took `took` to decide whether and where a submission is mirrored.
+    pub fn selection_took(&self, took: Duration) {
+        self.lock().selection.record_ms(took.as_secs_f64() * 1000.0);
+    }
+
     /// A pending evaluation turned out not mirrored after all (the shadow was unavailable).
     pub fn unmirror(&self, reason: NotMirrored) {
         let mut inner = self.lock();
@@ -215,6 +229,7 @@ impl Live {
         let mut accounting = inner.accounting.clone();
         let stats = inner.stats.clone();
         let received = inner.received;
+        let selection = inner.selection.clone();
         drop(inner);
         // Read after the lock: the tap counts a submission as seen before handing it over,
         // so `seen >= dropped + received` holds here.
@@ -226,6 +241,6 @@ impl Live {
         }
         // Handed off but not yet taken by the mirror: pending too.
         accounting.pending += seen.saturating_sub(dropped).saturating_sub(received);
-        Snapshot { stats, accounting }
+        Snapshot { stats, accounting, selection }
     }
 }

@@ -13,6 +13,9 @@ Endpoints:
     ``{"eval_id": ..., "status": "queued" | "running"}`` before; 404 if unknown.
 ``GET /healthz``
     200 ``{"status": "ok"}``.
+``GET /queue``
+    200 ``{"queue_length": n}``: evaluations waiting for the worker (not the
+    one it is running), for shadowdiff's ``[legacy] queue_length_url``.
 
 A single worker thread runs evaluations one at a time, in submission order,
 through ``runner.run_evaluation`` (the same code the Celery worker runs).
@@ -128,6 +131,9 @@ class Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         if path == "/healthz":
             self._send_json(200, {"status": "ok"})
+            return
+        if path == "/queue":
+            self._send_json(200, {"queue_length": self.jobs.qsize()})
             return
         prefix = "/evaluations/"
         document = None

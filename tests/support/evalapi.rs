@@ -144,6 +144,11 @@ async fn handle(state: &State, behaviour: &Behaviour, request: Request<Incoming>
         state.evaluations.lock().expect("lock").insert(eval_id.clone(), (polls, outcome));
         return json_response(StatusCode::ACCEPTED, json!({"eval_id": eval_id, "status": "queued"}));
     }
+    if request.method() == Method::GET && path == "/queue" {
+        let evaluations = state.evaluations.lock().expect("lock");
+        let waiting = evaluations.values().filter(|(remaining, _)| *remaining > 0).count();
+        return json_response(StatusCode::OK, json!({"queue_length": waiting}));
+    }
     if request.method() == Method::GET {
         if let Some(id) = path.strip_prefix("/evaluations/") {
             state.polls.fetch_add(1, Ordering::SeqCst);

@@ -87,14 +87,19 @@ impl Mirror {
         while let Some(item) = handoff.recv().await {
             match item {
                 Handoff::Observation(exchange) => self.observe(exchange),
-                Handoff::Submission(route, exchange) => match self.accept(&self.config.routes[route], exchange) {
-                    Ok(accepted) => {
-                        self.live.mirrored();
-                        let mirror = Arc::clone(&self);
-                        self.tracker.spawn(async move { mirror.evaluate(accepted).await });
+                Handoff::Submission(route, exchange) => {
+                    let deciding = Instant::now();
+                    let decision = self.accept(&self.config.routes[route], exchange);
+                    self.live.selection_took(deciding.elapsed());
+                    match decision {
+                        Ok(accepted) => {
+                            self.live.mirrored();
+                            let mirror = Arc::clone(&self);
+                            self.tracker.spawn(async move { mirror.evaluate(accepted).await });
+                        }
+                        Err(reason) => self.live.not_mirrored(reason),
                     }
-                    Err(reason) => self.live.not_mirrored(reason),
-                },
+                }
             }
         }
         self.tracker.close();
