@@ -38,22 +38,61 @@ pub struct FieldRate {
     pub differed: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Counts {
+/// One place in the tree of places seen.
+#[derive(Debug, Clone)]
+struct Place {
+    /// Its folded pointer.
+    path: String,
+    /// Object members seen under it: key and place index. Outcomes have few keys per
+    /// object, so a short list searched in order beats hashing whole paths.
+    members: Vec<(Box<str>, usize)>,
+    /// The place of its array elements (`*`), once seen.
+    elements: Option<usize>,
     compared: u64,
     differed: u64,
-    /// The serial of the last evaluation counted here: a place counts once per evaluation.
+    /// The serial of the last evaluation counted here (with [`DIFFERED`] once it counted
+    /// a difference there): a place counts once per evaluation.
     seen_in: u64,
 }
 
+impl Place {
+    fn new(path: String) -> Place {
+        Place { path, members: Vec::new(), elements: None, compared: 0, differed: 0, seen_in: 0 }
+    }
+}
+
+/// The root (the whole outcome, never reported) and the overflow place.
+const ROOT: usize = 0;
+const OTHER: usize = 1;
+
+/// Marks, in `seen_in`, that the evaluation of that serial already counted a difference.
+const DIFFERED: u64 = 1 << 63;
+
 /// Counts per place.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct FieldRates {
-    places: HashMap<String, Counts>,
+    places: Vec<Place>,
+    /// Place index by folded pointer, for the differences (rare next to the walk).
+    by_path: HashMap<String, usize>,
     /// Evaluations counted so far; each one's serial.
     serial: u64,
-    /// A reused buffer for the folded pointer being walked.
-    buffer: String,
+}
+
+impl Default for FieldRates {
+    fn default() -> Self {
+        FieldRates {
+            places: vec![Place::new(String::new()), Place::new(OTHER_FIELD.to_owned())],
+            by_path: HashMap::new(),
+            serial: 0,
+        }
+    }
+}
+
+/// A child of a place: a member key or the array elements.
+#[derive(Clone, Copy)]
+enum Step<'k> {
+    Member(&'k str),
+    Elements,
 }
 
 impl FieldRates {
@@ -63,71 +102,99 @@ impl FieldRates {
         self.serial += 1;
         let mut path = Vec::with_capacity(8);
         for root in [legacy, shadow] {
-            self.buffer.clear();
-            self.walk(ignore, root, &mut path);
+            self.walk(ignore, root, ROOT, &mut path);
         }
         for difference in differences {
             // A difference lies at a place one of the outcomes has, so it was counted as
             // compared above; a repeat within the evaluation is not counted again.
-            let serial = self.serial;
-            if let Some(counts) = existing(&mut self.places, &difference.folded_path) {
-                if counts.seen_in == serial {
-                    counts.seen_in = serial | DIFFERED;
-                    counts.differed += 1;
-                }
+            let index = match self.by_path.get(difference.folded_path.as_str()) {
+                Some(index) => *index,
+                None if self.places.len() >= MAX_FIELDS + 2 || difference.folded_path.len() > MAX_FIELD_BYTES => OTHER,
+                None => continue,
+            };
+            let place = &mut self.places[index];
+            if place.seen_in == self.serial {
+                place.seen_in = self.serial | DIFFERED;
+                place.differed += 1;
             }
         }
     }
 
-    fn walk<'d>(&mut self, ignore: &PatternSet, node: Node<'d>, path: &mut Vec<Segment<'d>>) {
-        if !path.is_empty() {
+    fn walk<'d>(&mut self, ignore: &PatternSet, node: Node<'d>, at: usize, path: &mut Vec<Segment<'d>>) {
+        if at != ROOT {
             if ignore.matches(path) {
                 return;
             }
-            let counts = slot(&mut self.places, &self.buffer);
-            if counts.seen_in & !DIFFERED != self.serial {
-                counts.seen_in = self.serial;
-                counts.compared += 1;
+            let place = &mut self.places[at];
+            if place.seen_in & !DIFFERED != self.serial {
+                place.seen_in = self.serial;
+                place.compared += 1;
             }
         }
-        if path.len() >= MAX_DEPTH {
+        // Below the overflow place nothing more is told apart.
+        if at == OTHER || path.len() >= MAX_DEPTH {
             return;
         }
-        let mark = self.buffer.len();
         match node.kind() {
             Kind::Object(members) => {
                 for (key, value) in members {
-                    self.buffer.push('/');
-                    pointer::escape_into(key, &mut self.buffer);
+                    let child = self.child(at, Step::Member(key));
                     path.push(Segment::Key(key));
-                    self.walk(ignore, value, path);
+                    self.walk(ignore, value, child, path);
                     path.pop();
-                    self.buffer.truncate(mark);
                 }
             }
             Kind::Array(elements) => {
+                let child = self.child(at, Step::Elements);
                 for (index, value) in elements.enumerate() {
-                    self.buffer.push_str("/*");
                     path.push(Segment::Index(index));
-                    self.walk(ignore, value, path);
+                    self.walk(ignore, value, child, path);
                     path.pop();
-                    self.buffer.truncate(mark);
                 }
             }
             _ => {}
         }
     }
 
+    /// The place under `parent` for `step`, made when first seen (or [`OTHER`] when
+    /// there is no room or its pointer is too long).
+    fn child(&mut self, parent: usize, step: Step<'_>) -> usize {
+        let found = match step {
+            Step::Member(key) => self.places[parent].members.iter().find(|(k, _)| &**k == key).map(|(_, i)| *i),
+            Step::Elements => self.places[parent].elements,
+        };
+        if let Some(index) = found {
+            return index;
+        }
+        let mut path = self.places[parent].path.clone();
+        match step {
+            Step::Member(key) => {
+                path.push('/');
+                pointer::escape_into(key, &mut path);
+            }
+            Step::Elements => path.push_str("/*"),
+        }
+        let index = if self.places.len() >= MAX_FIELDS + 2 || path.len() > MAX_FIELD_BYTES {
+            OTHER
+        } else {
+            self.by_path.insert(path.clone(), self.places.len());
+            self.places.push(Place::new(path));
+            self.places.len() - 1
+        };
+        // Remember overflow too, so the next evaluation does not build the pointer again.
+        match step {
+            Step::Member(key) => self.places[parent].members.push((key.into(), index)),
+            Step::Elements => self.places[parent].elements = Some(index),
+        }
+        index
+    }
+
     /// Every place, most differences first, then most compared, then by path.
     pub fn rates(&self) -> Vec<FieldRate> {
-        let mut rates: Vec<FieldRate> = self
-            .places
+        let mut rates: Vec<FieldRate> = self.places[OTHER..]
             .iter()
-            .map(|(path, counts)| FieldRate {
-                path: path.clone(),
-                compared: counts.compared,
-                differed: counts.differed,
-            })
+            .filter(|place| place.compared > 0 || place.differed > 0)
+            .map(|place| FieldRate { path: place.path.clone(), compared: place.compared, differed: place.differed })
             .collect();
         rates.sort_by(|a, b| {
             b.differed.cmp(&a.differed).then_with(|| b.compared.cmp(&a.compared)).then_with(|| a.path.cmp(&b.path))
@@ -136,42 +203,46 @@ impl FieldRates {
     }
 }
 
-/// The key `place` is counted under: itself, or [`OTHER_FIELD`] when it is too long or
-/// there is no room for another place.
-fn key<'p>(places: &HashMap<String, Counts>, place: &'p str) -> &'p str {
-    if place.len() > MAX_FIELD_BYTES || (!places.contains_key(place) && places.len() >= MAX_FIELDS) {
-        OTHER_FIELD
-    } else {
-        place
-    }
-}
-
-/// The counters of `place`, made when first seen.
-fn slot<'m>(places: &'m mut HashMap<String, Counts>, place: &str) -> &'m mut Counts {
-    let key = key(places, place);
-    if !places.contains_key(key) {
-        places.insert(key.to_owned(), Counts::default());
-    }
-    places.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
-}
-
-/// The counters of `place` if it was seen.
-fn existing<'m>(places: &'m mut HashMap<String, Counts>, place: &str) -> Option<&'m mut Counts> {
-    let key = key(places, place);
-    places.get_mut(key)
-}
-
-/// Marks, in `seen_in`, that the evaluation of that serial already counted a difference.
-const DIFFERED: u64 = 1 << 63;
-
 impl AddAssign<&FieldRates> for FieldRates {
     fn add_assign(&mut self, other: &FieldRates) {
-        for (path, theirs) in &other.places {
-            let ours = slot(&mut self.places, path);
-            ours.compared += theirs.compared;
-            ours.differed += theirs.differed;
+        for theirs in &other.places[OTHER..] {
+            let index = match (theirs.path.as_str(), self.by_path.get(&theirs.path)) {
+                (OTHER_FIELD, _) => OTHER,
+                (_, Some(index)) => *index,
+                (_, None) if self.places.len() >= MAX_FIELDS + 2 => OTHER,
+                // Made without a parent link: a later walk that reaches it makes its own
+                // entry from the parent, so link it now by path instead.
+                (path, None) => self.insert_path(path),
+            };
+            self.places[index].compared += theirs.compared;
+            self.places[index].differed += theirs.differed;
         }
         self.serial += other.serial;
+    }
+}
+
+impl FieldRates {
+    /// Makes a place (and its missing ancestors) from its folded pointer, linked into
+    /// the tree so that walks find it.
+    fn insert_path(&mut self, path: &str) -> usize {
+        let mut at = ROOT;
+        let mut rest = path;
+        while let Some(stripped) = rest.strip_prefix('/') {
+            let end = stripped.find('/').unwrap_or(stripped.len());
+            let token = &stripped[..end];
+            at = match token {
+                "*" => self.child(at, Step::Elements),
+                escaped => {
+                    let key = escaped.replace("~1", "/").replace("~0", "~");
+                    self.child(at, Step::Member(&key))
+                }
+            };
+            if at == OTHER {
+                return OTHER;
+            }
+            rest = &stripped[end..];
+        }
+        at
     }
 }
 
