@@ -150,6 +150,14 @@ async fn response_mode_and_ids_assigned_by_the_api() {
     assert_eq!(reply.json()["eval_id"], "ev-1");
     let report = sidecar.settled(1, None).await;
     assert_eq!(report["totals"]["match"], 1);
+    assert_eq!(report["live"]["shadow_outcome_mode"], "response");
+    // Submit time and time to outcome are one measurement here: the page says so and
+    // shows it once.
+    let page = String::from_utf8_lossy(&sidecar.admin_get("/report", None).await.body).into_owned();
+    assert!(page.contains("The HTTP shadow outcome is the answer to its submission (response mode)"), "{page}");
+    assert!(page.contains("The legacy outcome is the answer to its submission (response mode)"));
+    assert!(!page.contains("<td>HTTP shadow submit</td>"), "one row, not two identical ones");
+    assert!(page.contains("(in response mode the submission is the whole evaluation)"));
 }
 
 #[tokio::test]
@@ -279,6 +287,17 @@ async fn admin_token_protects_all_but_healthz_and_metrics_have_the_dashboard_nam
     let html = sidecar.admin_get("/report", Some(TOKEN)).await;
     let page = String::from_utf8_lossy(&html.body);
     assert!(page.contains("Every submission accounted for") && page.contains("holds"), "{page}");
+    // The live page names the real shadow, says when and how it was made, and refreshes.
+    assert!(page.contains("HTTP shadow is NOT READY to take traffic") || page.contains("INCONCLUSIVE"), "{page}");
+    assert!(
+        page.contains(" UTC · since ") && page.contains("shadow: HTTP shadow · sampling 100% · breaker closed"),
+        "{page}"
+    );
+    assert!(page.contains("<meta name=\"viewport\"") && page.contains("setInterval("), "{page}");
+    let report = sidecar.report(Some(TOKEN)).await;
+    assert_eq!(report["live"]["shadow_kind"], "http");
+    assert_eq!(report["live"]["breaker"], "closed");
+    assert!(report["live"]["as_of"].as_u64() >= report["live"]["since"].as_u64());
 }
 
 /// A counter's value in Prometheus text.

@@ -333,6 +333,11 @@ fn html_escapes_untrusted_output() {
     assert!(html.contains("/x&lt;y"));
     assert!(!html.contains("src=") && !html.contains("href="), "the page must be self-contained");
     assert!(html.contains("<svg"), "latency chart");
+    assert!(!html.contains("<script"), "a replay report is a still page");
+    assert!(html.contains("<details class=\"group\"><summary>"), "groups are folded");
+    let fields = html.find("Fields: how often each differs").expect("field table");
+    let groups = html.find("Mismatch groups").expect("groups");
+    assert!(fields < groups, "the field-level table comes first");
 }
 
 #[test]

@@ -76,6 +76,17 @@ pub enum OutcomeMode {
     Response,
 }
 
+impl OutcomeMode {
+    /// The mode as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeMode::Poll => "poll",
+            OutcomeMode::Observe => "observe",
+            OutcomeMode::Response => "response",
+        }
+    }
+}
+
 /// `[legacy.outcome]` / `[shadow.outcome]`, validated.
 #[derive(Debug, Clone)]
 pub struct OutcomeRule {
@@ -135,6 +146,16 @@ pub enum ShadowKind {
     },
     /// Celery tasks written into Redis.
     Celery(Box<CelerySettings>),
+}
+
+impl ShadowKind {
+    /// How the shadow's outcome is obtained.
+    pub fn outcome(&self) -> &OutcomeRule {
+        match self {
+            ShadowKind::Http { outcome, .. } => outcome,
+            ShadowKind::Celery(settings) => &settings.outcome,
+        }
+    }
 }
 
 /// `[shadow.celery]`, validated.

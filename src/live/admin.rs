@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -16,12 +17,13 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::live::ShadowKind;
 use crate::live::legacy_queue::QueueLength;
 use crate::live::metrics::{self, LiveGauges};
 use crate::live::mirror::Mirror;
 use crate::live::proxy::ProxyStats;
 use crate::live::state::Live;
-use crate::report::{self, Report, Source};
+use crate::report::{self, LiveContext, Report, Source};
 
 /// What the admin handlers read.
 pub struct AdminState {
@@ -63,11 +65,32 @@ impl AdminState {
             .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
     }
 
+    /// What the page says about the sidecar itself.
+    fn context(&self) -> LiveContext {
+        let unix = |at: SystemTime| at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let config = self.mirror.config();
+        LiveContext {
+            as_of: unix(SystemTime::now()),
+            since: unix(self.live.started_at()),
+            sampling_percent: self.live.sampler.percent(),
+            breaker: self.live.breaker.state().as_str(),
+            shadow_kind: match config.shadow {
+                ShadowKind::Celery(_) => "celery",
+                ShadowKind::Http { .. } => "http",
+            },
+            legacy_outcome_mode: config.legacy_outcome.mode.as_str(),
+            shadow_outcome_mode: config.shadow.outcome().mode.as_str(),
+            celery_queue_length: self.shadow.queue_depth(),
+            legacy_queue_length: self.legacy_queue.as_ref().and_then(|gauge| gauge.get()),
+        }
+    }
+
     /// The live report.
     pub fn report(&self) -> Report {
         let snapshot = self.live.snapshot();
         let mut report = Report::build(self.live.engine(), &snapshot.stats, Source { mode: "live", files: Vec::new() });
         report.accounting = Some(snapshot.accounting);
+        report.live = Some(self.context());
         report
     }
 

@@ -136,6 +136,8 @@ pub struct Live {
     dropped: AtomicU64,
     // Held for counter updates and snapshot copies only; no `.await` inside.
     inner: Mutex<Inner>,
+    /// When this run started.
+    started_at: SystemTime,
 }
 
 impl Live {
@@ -148,6 +150,7 @@ impl Live {
             breaker,
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            started_at: SystemTime::now(),
             inner: Mutex::new(Inner {
                 stats,
                 accounting: Accounting::default(),
@@ -159,6 +162,11 @@ impl Live {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// When this run started.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
     }
 
     /// The engine that judges.

@@ -21,7 +21,10 @@ pub(super) fn breakdowns(out: &mut String, report: &Report) {
         if entries.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "<h2>{title}</h2><table><tr><th>kind</th><th>count</th><th>eval_ids (first)</th></tr>");
+        let _ = writeln!(
+            out,
+            "<h2>{title}</h2><div class=\"scroll\"><table><tr><th>kind</th><th>count</th><th class=\"text\">eval_ids (first)</th></tr>"
+        );
         for entry in entries {
             let ids: Vec<String> = entry.eval_ids.iter().map(|id| format!("<code>{}</code>", escape(id))).collect();
             let _ = writeln!(
@@ -32,7 +35,7 @@ pub(super) fn breakdowns(out: &mut String, report: &Report) {
                 ids.join(" ")
             );
         }
-        out.push_str("</table>\n");
+        out.push_str("</table></div>\n");
     }
 }
 
@@ -41,7 +44,7 @@ pub(super) fn paths(out: &mut String, report: &Report) {
     if report.paths.is_empty() {
         return;
     }
-    out.push_str("<h2>Fields: how often each differs</h2><table><tr><th>field</th><th>compared</th><th>differed</th><th>rate</th></tr>\n");
+    out.push_str("<h2>Fields: how often each differs</h2><div class=\"scroll\"><table><tr><th>field</th><th>compared</th><th>differed</th><th>rate</th></tr>\n");
     for rate in &report.paths {
         let share = if rate.compared == 0 { 0.0 } else { rate.differed as f64 / rate.compared as f64 };
         let _ = writeln!(
@@ -53,7 +56,7 @@ pub(super) fn paths(out: &mut String, report: &Report) {
             share * 100.0
         );
     }
-    out.push_str("</table>\n");
+    out.push_str("</table></div>\n");
 }
 
 /// The timeline as a table, newest bucket last.
@@ -65,9 +68,12 @@ pub(super) fn timeline(out: &mut String, report: &Report) {
         Unit::Minute => ("Timeline (per minute, UTC)", "minute"),
         Unit::Position => ("Timeline (by position in the input)", "from evaluation"),
     };
+    let _ = writeln!(out, "<h2>{title}</h2>");
+    super::charts::timeline(out, &report.timeline, report.shadow_name());
     let _ = writeln!(
         out,
-        "<h2>{title}</h2><table><tr><th>{start}</th><th>judged</th><th>mismatch</th><th>shadow_error</th><th>shadow_lost</th><th>legacy_failed</th><th>legacy p50/p99 ms</th><th>shadow p50/p99 ms</th></tr>"
+        "<details><summary>the buckets</summary><div class=\"scroll\"><table><tr><th>{start}</th><th>judged</th><th>mismatch</th><th>shadow_error</th><th>shadow_lost</th><th>legacy_failed</th><th>legacy p50/p99 ms</th><th>{} p50/p99 ms</th></tr>",
+        report.shadow_name()
     );
     let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), number);
     for point in &report.timeline {
@@ -89,7 +95,7 @@ pub(super) fn timeline(out: &mut String, report: &Report) {
             ms(point.shadow_p99_ms)
         );
     }
-    out.push_str("</table>\n");
+    out.push_str("</table></div></details>\n");
 }
 
 /// `YYYY-MM-DD HH:MM` of a Unix time, UTC.

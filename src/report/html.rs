@@ -1,12 +1,16 @@
-//! The HTML report: one self-contained page (no external assets, no scripts) for the person
-//! deciding whether to shift traffic. The verdict comes first, then the evidence.
+//! The HTML report: one self-contained page (no external assets) for the person deciding
+//! whether to shift traffic. The verdict comes first, then the evidence: the field-level
+//! rates, the mismatch groups (folded), the failures with their eval_ids, the latency
+//! pictures and the timeline. It reads at phone width: wide tables scroll sideways, with
+//! the pass/fail column first. The live page refreshes itself every few seconds with a
+//! small inline script that keeps the scroll position and the folded sections as they are.
 //!
 //! Every value that comes from outcomes or requests is untrusted user data and goes through
 //! [`escape`]; nothing is written raw except this module's own markup.
 
 use std::fmt::Write;
 
-use super::{LatencyReport, Report};
+use super::Report;
 use crate::judge::histogram::Percentiles;
 use crate::judge::readiness::{CheckState, ReadinessState};
 use crate::judge::stats::Totals;
@@ -27,47 +31,82 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}\
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1em auto;padding:0 1em;max-width:72em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}\
-th:first-child,td:first-child,td.text{text-align:left}.verdict{font-size:1.6em;padding:.4em .8em;display:inline-block}\
+th:first-child,td:first-child,td.text,th.text{text-align:left}td.text{min-width:14em}.scroll{overflow-x:auto;max-width:100%}\
+.verdict{font-size:1.5em;padding:.4em .8em;display:inline-block}.context{color:#555}\
 .ready{background:#d4f5d4}.notready{background:#fbd4d4}.inconclusive{background:#fdf0c8}\
 .pass{color:#186a18}.fail{color:#a01010;font-weight:bold}.wait{color:#8a6100;font-weight:bold}\
+.checks td:first-child,.checks th:first-child{position:sticky;left:0;background:#fff}\
 pre{background:#f6f6f6;padding:.5em;overflow-x:auto;font-size:.9em}.add{background:#dfd}.del{background:#fdd}\
-.group{border-left:4px solid #ccc;padding-left:1em;margin:1.5em 0}code{background:#f0f0f0}";
+details.group{border-left:4px solid #ccc;padding-left:1em;margin:1em 0}summary{cursor:pointer;font-weight:bold}\
+code{background:#f0f0f0;word-break:break-all}figure{margin:1em 0}figcaption{font-weight:bold;margin:.3em 0}\
+svg{max-width:100%;height:auto}.note{background:#eef3fb;padding:.4em .8em}";
+
+/// Replaces the page with a fresh copy every few seconds, keeping the scroll position and
+/// which sections are unfolded. Only on the live page.
+const REFRESH: &str = "<script>setInterval(async()=>{try{const r=await fetch(location.href,{credentials:'same-origin',headers:{Accept:'text/html'}});if(!r.ok)return;const d=new DOMParser().parseFromString(await r.text(),'text/html');const open=[...document.querySelectorAll('details')].map(e=>e.open);const x=scrollX,y=scrollY;document.body.replaceWith(d.body);document.querySelectorAll('details').forEach((e,i)=>{if(i<open.length)e.open=open[i]});scrollTo(x,y)}catch(e){}},5000)</script>";
 
 /// Renders the whole page.
 pub fn render(report: &Report) -> String {
     let mut out = String::with_capacity(64 * 1024);
+    let refresh = if report.live.is_some() { REFRESH } else { "" };
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>shadowdiff report</title><style>{STYLE}</style></head><body>\n"
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>shadowdiff report</title><style>{STYLE}</style>{refresh}</head><body>\n"
     );
-    let _ = writeln!(out, "<h1>shadowdiff report</h1><p>{}</p>", escape(&report.generator));
+    let _ = writeln!(out, "<h1>shadowdiff report</h1>");
+    context(&mut out, report);
     readiness(&mut out, report);
     totals(&mut out, report);
     if let Some(accounting) = &report.accounting {
         accounting_table(&mut out, accounting);
     }
-    super::evidence::breakdowns(&mut out, report);
-    languages(&mut out, report);
-    latency(&mut out, &report.latency);
-    super::evidence::timeline(&mut out, report);
     super::evidence::paths(&mut out, report);
     groups(&mut out, report);
+    super::evidence::breakdowns(&mut out, report);
+    latency(&mut out, report);
+    super::evidence::timeline(&mut out, report);
+    languages(&mut out, report);
     malformed(&mut out, report);
     out.push_str("</body></html>\n");
     out
 }
 
+/// What was compared, when, and the sidecar's state: as of, since, sampling, breaker,
+/// shadow kind and queue depths.
+fn context(out: &mut String, report: &Report) {
+    let Some(live) = &report.live else {
+        let files = report.source.files.iter().map(|f| escape(f)).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(out, "<p class=\"context\">{}: replay of {files}</p>", escape(&report.generator));
+        return;
+    };
+    let clock = super::evidence::clock;
+    let mut parts = vec![
+        format!("as of {} UTC", clock(live.as_of)),
+        format!("since {} UTC", clock(live.since)),
+        format!("shadow: {}", report.shadow_name()),
+        format!("sampling {}%", number(live.sampling_percent)),
+        format!("breaker {}", live.breaker.replace('_', "-")),
+    ];
+    if let Some(depth) = live.celery_queue_length {
+        parts.push(format!("Celery queue {depth}"));
+    }
+    if let Some(depth) = live.legacy_queue_length {
+        parts.push(format!("legacy queue {depth}"));
+    }
+    let _ = writeln!(out, "<p class=\"context\">{} · {}</p>", escape(&report.generator), parts.join(" · "));
+}
+
 fn readiness(out: &mut String, report: &Report) {
     let r = &report.readiness;
     let (class, words) = match r.state {
-        ReadinessState::Ready => ("ready", "Celery is READY to take traffic".to_string()),
-        ReadinessState::NotReady => ("notready", "Celery is NOT READY to take traffic".to_string()),
+        ReadinessState::Ready => ("ready", format!("{} is READY to take traffic", report.shadow_name())),
+        ReadinessState::NotReady => ("notready", format!("{} is NOT READY to take traffic", report.shadow_name())),
         ReadinessState::Inconclusive => ("inconclusive", format!("INCONCLUSIVE: {}", super::needed_in_words(report))),
     };
     let _ = writeln!(out, "<div class=\"verdict {class}\">{}</div>", escape(&words));
-    out.push_str("<h2>Readiness checks</h2><table><tr><th>check</th><th>limit</th><th>observed</th><th>95% bound</th><th>result</th><th>detail</th></tr>\n");
+    out.push_str("<h2>Readiness checks</h2><div class=\"scroll\"><table class=\"checks\"><tr><th>result</th><th class=\"text\">check</th><th>limit</th><th>observed</th><th>95% bound</th><th class=\"text\">detail</th></tr>\n");
     for check in &r.checks {
         let (class, word) = match check.state {
             CheckState::Pass => ("pass", "pass".to_string()),
@@ -81,15 +120,20 @@ fn readiness(out: &mut String, report: &Report) {
             if check.bound == check.observed { "-".into() } else { check.bound.map_or_else(|| "-".into(), number) };
         let _ = writeln!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{word}</td><td class=\"text\">{}</td></tr>",
+            "<tr><td class=\"{class}\">{word}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"text\">{}{}</td></tr>",
             escape(check.name),
             check.limit,
             check.observed.map_or_else(|| "-".into(), number),
             bound,
-            escape(&check.detail)
+            escape(&check.detail),
+            if check.name == "max_submit_p99_ms" && shadow_answers_at_once(report) {
+                " (in response mode the submission is the whole evaluation)"
+            } else {
+                ""
+            }
         );
     }
-    out.push_str("</table>\n");
+    out.push_str("</table></div>\n");
 }
 
 /// Whole numbers without decimals, fractions with six significant digits.
@@ -162,19 +206,46 @@ fn cell(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
 }
 
-fn latency(out: &mut String, latency: &LatencyReport) {
-    out.push_str("<h2>Latency (ms)</h2><table><tr><th></th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>\n");
-    let rows: [(&str, &Percentiles); 5] = [
-        ("legacy submit", &latency.legacy.submit_ms),
-        ("shadow submit", &latency.shadow.submit_ms),
-        ("legacy time to outcome", &latency.legacy.outcome_ms),
-        ("shadow time to outcome", &latency.shadow.outcome_ms),
-        ("shadow − legacy outcome", &latency.delta.outcome_ms),
+/// True when the shadow's outcome is its submission's answer (`response` mode): then the
+/// submit time and the time to outcome are one measurement.
+fn shadow_answers_at_once(report: &Report) -> bool {
+    report.live.as_ref().is_some_and(|live| live.shadow_outcome_mode == "response")
+}
+
+fn latency(out: &mut String, report: &Report) {
+    let latency = &report.latency;
+    let shadow = report.shadow_name();
+    let legacy_once = report.live.as_ref().is_some_and(|live| live.legacy_outcome_mode == "response");
+    let shadow_once = shadow_answers_at_once(report);
+    out.push_str("<h2>Latency (ms)</h2>");
+    for (once, side) in [(legacy_once, "legacy"), (shadow_once, shadow)] {
+        if once {
+            let _ = writeln!(
+                out,
+                "<p class=\"note\">The {} outcome is the answer to its submission (response mode): its submit time and its time to outcome are the same measurement, shown once.</p>",
+                escape(side)
+            );
+        }
+    }
+    out.push_str("<div class=\"scroll\"><table><tr><th></th><th>count</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th></tr>\n");
+    let shadow_submit = format!("{shadow} submit");
+    let shadow_outcome = format!("{shadow} time to outcome");
+    let delta = format!("{shadow} − legacy outcome");
+    let rows: [(&str, &Percentiles, bool); 5] = [
+        ("legacy submit", &latency.legacy.submit_ms, !legacy_once),
+        (&shadow_submit, &latency.shadow.submit_ms, !shadow_once),
+        ("legacy time to outcome", &latency.legacy.outcome_ms, true),
+        (&shadow_outcome, &latency.shadow.outcome_ms, true),
+        (&delta, &latency.delta.outcome_ms, true),
     ];
-    for (label, p) in rows {
+    for (label, p, shown) in rows {
+        if !shown {
+            continue;
+        }
         let _ = writeln!(
             out,
-            "<tr><td>{label}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(label),
             p.count,
             cell(p.p50),
             cell(p.p90),
@@ -183,59 +254,24 @@ fn latency(out: &mut String, latency: &LatencyReport) {
             cell(p.max)
         );
     }
-    out.push_str("</table>\n");
-    chart(out, &latency.legacy.outcome_ms, &latency.shadow.outcome_ms);
-}
-
-/// An inline SVG of time to outcome by percentile for both systems, log-scaled.
-fn chart(out: &mut String, legacy: &Percentiles, shadow: &Percentiles) {
-    let points = |p: &Percentiles| [p.p50, p.p90, p.p99, p.p999, p.max];
-    let all: Vec<f64> = points(legacy).into_iter().chain(points(shadow)).flatten().filter(|v| *v > 0.0).collect();
-    if all.is_empty() {
-        return;
-    }
-    let lo = all.iter().cloned().fold(f64::INFINITY, f64::min).log10().floor();
-    let hi = all.iter().cloned().fold(0.0, f64::max).log10().ceil().max(lo + 1.0);
-    let (width, height, left, top) = (560.0, 240.0, 60.0, 20.0);
-    let x = |i: usize| left + i as f64 * (width - left - 20.0) / 4.0;
-    let y = |v: f64| top + (hi - v.max(1e-3).log10()) / (hi - lo) * (height - top - 40.0);
-    let _ = writeln!(out, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"time to outcome by percentile\">");
-    let mut decade = lo;
-    while decade <= hi {
-        let _ = writeln!(
+    out.push_str("</table></div>\n");
+    if !(legacy_once && shadow_once) {
+        super::charts::percentiles(
             out,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"4\" y=\"{:.1}\" font-size=\"11\">{} ms</text>",
-            width - 20.0,
-            y(10f64.powf(decade)) + 4.0,
-            10f64.powf(decade),
-            y = y(10f64.powf(decade))
-        );
-        decade += 1.0;
-    }
-    for (i, label) in ["p50", "p90", "p99", "p99.9", "max"].iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{label}</text>",
-            x(i),
-            height - 20.0
+            "Submission time by percentile",
+            &latency.legacy.submit_ms,
+            &latency.shadow.submit_ms,
+            shadow,
         );
     }
-    for (p, colour, name, row) in [(legacy, "#1f5fbf", "legacy", 0.0), (shadow, "#d9730d", "shadow (Celery)", 1.0)] {
-        let coords: Vec<String> =
-            points(p).iter().enumerate().filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), y(v)))).collect();
-        let _ = writeln!(
-            out,
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-            coords.join(" ")
-        );
-        let _ = writeln!(
-            out,
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\" fill=\"{colour}\">{name}</text>",
-            left + 10.0 + row * 140.0,
-            height - 4.0
-        );
-    }
-    out.push_str("</svg>\n");
+    super::charts::percentiles(
+        out,
+        "Time to outcome by percentile",
+        &latency.legacy.outcome_ms,
+        &latency.shadow.outcome_ms,
+        shadow,
+    );
+    super::charts::delta(out, &latency.delta.outcome_ms, shadow);
 }
 
 fn groups(out: &mut String, report: &Report) {
@@ -252,7 +288,7 @@ fn groups(out: &mut String, report: &Report) {
             group.by_language.iter().map(|(language, n)| format!("{} {n}", escape(language))).collect();
         let _ = writeln!(
             out,
-            "<div class=\"group\"><h3>{} × {}</h3><p>by language: {}; fingerprint <code>{}</code></p>",
+            "<details class=\"group\"><summary>{} × {}</summary><p>by language: {}; fingerprint <code>{}</code></p>",
             group.count,
             escape(&group.paths.join(", ")),
             languages.join(", "),
@@ -282,7 +318,7 @@ fn groups(out: &mut String, report: &Report) {
                 }
             }
         }
-        out.push_str("</div>\n");
+        out.push_str("</details>\n");
     }
 }
 

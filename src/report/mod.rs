@@ -3,6 +3,7 @@
 //!
 //! The JSON keys are a public interface: tools and the migration dashboard read them.
 
+mod charts;
 mod evidence;
 pub mod html;
 pub mod text;
@@ -140,6 +141,29 @@ pub struct TimelineLayout {
     pub span: u64,
 }
 
+/// What a live report adds about the sidecar that wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveContext {
+    /// When the report was made, Unix seconds.
+    pub as_of: u64,
+    /// When the run started (the sidecar's start), Unix seconds.
+    pub since: u64,
+    /// The sampling percent now.
+    pub sampling_percent: f64,
+    /// The breaker: `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// `celery` or `http`.
+    pub shadow_kind: &'static str,
+    /// How each side's outcome is obtained (`poll`, `observe`, `response`).
+    pub legacy_outcome_mode: &'static str,
+    /// How the shadow's outcome is obtained.
+    pub shadow_outcome_mode: &'static str,
+    /// Messages waiting in the Celery queue (Celery shadow only).
+    pub celery_queue_length: Option<u64>,
+    /// Evaluations waiting in the legacy queue (when `[legacy] queue_length_url` is set).
+    pub legacy_queue_length: Option<u64>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -171,6 +195,9 @@ pub struct Report {
     pub timeline_layout: TimelineLayout,
     /// The gate's verdict.
     pub readiness: Readiness,
+    /// The sidecar's state when the report was made (live mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveContext>,
     /// Live accounting of every submission (live mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounting: Option<crate::live::state::Accounting>,
@@ -205,7 +232,18 @@ impl Report {
             timeline: stats.timeline.points(),
             timeline_layout: TimelineLayout { unit: stats.timeline.unit(), span: stats.timeline.span() },
             readiness: engine.readiness(stats),
+            live: None,
             accounting: None,
+        }
+    }
+
+    /// What the shadow is called on the page: `Celery`, `HTTP shadow`, or `shadow` when the
+    /// report does not know (replay of a recording).
+    pub fn shadow_name(&self) -> &'static str {
+        match self.live.as_ref().map(|live| live.shadow_kind) {
+            Some("celery") => "Celery",
+            Some("http") => "HTTP shadow",
+            _ => "shadow",
         }
     }
 

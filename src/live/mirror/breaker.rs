@@ -16,7 +16,16 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
-    /// The metric value: 0 closed, 1 open, 2 half-open.
+    /// The state's name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    /// The state as a gauge value: 0 closed, 1 open, 2 half-open.
     pub fn as_gauge(self) -> u8 {
         match self {
             BreakerState::Closed => 0,

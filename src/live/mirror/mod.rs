@@ -72,6 +72,11 @@ impl Mirror {
         }
     }
 
+    /// The config it mirrors by.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
     /// Evaluations mirrored and not judged yet.
     pub fn in_flight(&self) -> usize {
         self.config.max_in_flight - self.in_flight.available_permits()
