@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fixture::json::{Kind, Node};
 use crate::fixture::view::SideRef;
@@ -27,7 +27,7 @@ pub const MAX_ID_BYTES: usize = 128;
 pub const NOT_RECORDED: &str = "not_recorded";
 
 /// One kind of failure: how many, and which evaluations (the first few).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// What failed, e.g. `RuntimeError`, `HTTP 500`, `STARTED`, `never_seen`.
     pub kind: String,
@@ -86,6 +86,11 @@ impl Breakdown {
         let mut entries: Vec<Entry> = self.entries.values().cloned().collect();
         entries.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
         entries
+    }
+
+    /// A breakdown holding `entries` (as [`Breakdown::entries`] lists them).
+    pub fn from_entries(entries: Vec<Entry>) -> Breakdown {
+        Breakdown { entries: entries.into_iter().map(|entry| (entry.kind.clone(), entry)).collect() }
     }
 
     /// The sum of all counts.

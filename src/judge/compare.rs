@@ -5,7 +5,7 @@
 //! and `1` differs from `"1"`. Rules say which places are ignored, which arrays are
 //! multisets, which strings are long text to normalise, and how close numbers must be.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::fixture::json::{Doc, Elements, Kind, Members, Node};
@@ -43,7 +43,7 @@ impl Default for Rules {
 }
 
 /// How two values at one place differ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DiffKind {
     /// Same type, different value.

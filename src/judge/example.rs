@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use similar::TextDiff;
 
@@ -42,7 +42,7 @@ impl Default for ExamplePolicy {
 }
 
 /// One mismatching evaluation as shown in a report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {
     /// Which evaluation.
     pub eval_id: String,
@@ -54,7 +54,7 @@ pub struct Example {
 }
 
 /// One difference of an example.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShownDifference {
     /// JSON pointer of the place.
     pub path: String,

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::ops::AddAssign;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fixture::json::{Kind, Node};
 use crate::judge::compare::Difference;
@@ -28,7 +28,7 @@ const MAX_FIELD_BYTES: usize = 200;
 const MAX_DEPTH: usize = 16;
 
 /// One place and its counts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldRate {
     /// JSON pointer, array indices folded to `*`.
     pub path: String,
@@ -222,6 +222,17 @@ impl AddAssign<&FieldRates> for FieldRates {
 }
 
 impl FieldRates {
+    /// Rates holding `rates` (as [`FieldRates::rates`] lists them).
+    pub fn from_rates(rates: &[FieldRate]) -> FieldRates {
+        let mut fields = FieldRates::default();
+        for rate in rates {
+            let index = if rate.path == OTHER_FIELD { OTHER } else { fields.insert_path(&rate.path) };
+            fields.places[index].compared += rate.compared;
+            fields.places[index].differed += rate.differed;
+        }
+        fields
+    }
+
     /// Makes a place (and its missing ancestors) from its folded pointer, linked into
     /// the tree so that walks find it.
     fn insert_path(&mut self, path: &str) -> usize {

@@ -5,8 +5,11 @@
 //! non-negative integers, so a signed one keeps two: magnitudes below zero and values at or
 //! above it, and reads its percentiles across both.
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer as HdrDeserializer, Serializer as _, V2Serializer};
+use hdrhistogram::{Counter, Histogram};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 const SIGNIFICANT_DIGITS: u8 = 3;
 
@@ -48,6 +51,25 @@ pub struct Percentiles {
     pub p999: Option<f64>,
     /// Largest value.
     pub max: Option<f64>,
+}
+
+/// A histogram in HdrHistogram's interchange encoding (V2), as base64: what any HdrHistogram
+/// implementation reads.
+pub fn encode<T: Counter>(histogram: &Histogram<T>) -> String {
+    let mut bytes = Vec::new();
+    // Serialising into a Vec cannot fail for an in-range histogram.
+    let _ = V2Serializer::new().serialize(histogram, &mut bytes);
+    BASE64.encode(bytes)
+}
+
+/// Reads what [`encode`] wrote.
+pub fn decode<T: Counter>(text: &str) -> Result<Histogram<T>, String> {
+    let bytes = BASE64.decode(text).map_err(|e| format!("histogram is not base64: {e}"))?;
+    let mut histogram: Histogram<T> = HdrDeserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram is not in HdrHistogram V2 encoding: {e:?}"))?;
+    histogram.auto(true);
+    Ok(histogram)
 }
 
 /// A distribution of durations.
@@ -131,8 +153,21 @@ impl Latency {
     }
 }
 
+impl Serialize for Latency {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&encode(&self.histogram))
+    }
+}
+
+impl<'de> Deserialize<'de> for Latency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Latency, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        decode(&text).map(|histogram| Latency { histogram }).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A distribution of differences, which may be negative.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SignedLatency {
     below_zero: Latency,
     at_or_above_zero: Latency,
@@ -236,6 +271,21 @@ mod tests {
         delta.record_ms(-20.0);
         assert_eq!(delta.percentiles().max, Some(-10.0));
         assert_eq!(delta.quantile_ms(0.5), Some(-20.0));
+    }
+
+    #[test]
+    fn the_interchange_encoding_round_trips() {
+        let mut latency = Latency::default();
+        for ms in [0.5, 3.0, 250.0, 90_000.0] {
+            latency.record_ms(ms);
+        }
+        let text = serde_json::to_string(&latency).expect("encodes");
+        let back: Latency = serde_json::from_str(&text).expect("decodes");
+        assert_eq!(back.percentiles(), latency.percentiles());
+        let mut grown = back.clone();
+        grown.record_ms(86_400_000.0);
+        assert_eq!(grown.count(), 5, "a decoded histogram still grows");
+        assert!(serde_json::from_str::<Latency>("\"bm90IGhkcg==\"").is_err());
     }
 
     #[test]

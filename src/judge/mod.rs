@@ -11,6 +11,7 @@
 //! - [`fields`]: how often each place was compared and differed;
 //! - [`timeline`]: verdicts and latency per minute (live) or per position (replay);
 //! - [`stats`]: everything counted over many evaluations, merged by value;
+//! - [`persist`]: the statistics as a document (Redis, restarts, fleets) and back;
 //! - [`readiness`]: the success criteria judged on the statistics;
 //! - [`engine`]: the one entry both drivers (replay and the live sidecar) call.
 //!
@@ -24,6 +25,7 @@ pub mod example;
 pub mod fields;
 pub mod histogram;
 pub mod normalize;
+pub mod persist;
 pub mod pointer;
 pub mod readiness;
 pub mod stats;

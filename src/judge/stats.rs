@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::ops::AddAssign;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fixture::view::{EvaluationRef, SideRef};
 use crate::fixture::Evaluation;
@@ -24,7 +24,7 @@ use crate::judge::timeline::{Moment, Timeline};
 use crate::judge::verdict::{Verdict, VerdictKind};
 
 /// Verdict counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Evaluations judged (malformed lines are not evaluations).
     pub evaluations: u64,
@@ -82,7 +82,7 @@ impl AddAssign<&Totals> for Totals {
 }
 
 /// Submission and outcome latencies of one system.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SideLatency {
     /// How long submissions took.
     pub submit_ms: Latency,
@@ -107,7 +107,7 @@ impl SideLatency {
 }
 
 /// Latencies of both systems and their paired difference.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LatencySet {
     /// The legacy queue.
     pub legacy: SideLatency,
@@ -134,7 +134,7 @@ impl LatencySet {
 }
 
 /// Counters and latencies of one language.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LanguageStats {
     /// Verdict counters.
     pub totals: Totals,
@@ -143,7 +143,7 @@ pub struct LanguageStats {
 }
 
 /// Mismatches that differ at the same places, in any language.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Group {
     /// A short stable id of `paths`.
     pub fingerprint: String,
@@ -159,7 +159,7 @@ pub struct Group {
     pub examples: Vec<Example>,
     /// Mismatches looked at for a distinct example; bounded so that a large group of
     /// identical diffs does not render every one of them.
-    #[serde(skip)]
+    #[serde(skip, default)]
     tried: usize,
 }
 
@@ -192,7 +192,7 @@ impl Group {
 }
 
 /// A line of input that is not a valid evaluation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Malformed {
     /// The file it came from (`-` for standard input).
     pub file: String,

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::ops::AddAssign;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::judge::histogram;
 use crate::judge::verdict::VerdictKind;
 
 /// Buckets kept: a day of minutes.
@@ -25,7 +26,7 @@ pub const FIRST_SPAN: u64 = 100;
 pub const MINUTE_S: u64 = 60;
 
 /// How buckets are laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
     /// `start` is a Unix time in seconds, each bucket a minute.
@@ -237,6 +238,70 @@ impl Timeline {
                 shadow_p99_ms: quantile(&b.shadow_ms, 0.99),
             })
             .collect()
+    }
+}
+
+/// A timeline as a document: counts as numbers, latencies in HdrHistogram's V2 encoding.
+#[derive(Serialize, Deserialize)]
+struct TimelineState {
+    unit: Unit,
+    span: u64,
+    placed: u64,
+    buckets: Vec<BucketState>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BucketState {
+    start: u64,
+    judged: u64,
+    mismatch: u64,
+    shadow_error: u64,
+    shadow_lost: u64,
+    legacy_failed: u64,
+    legacy_ms: String,
+    shadow_ms: String,
+}
+
+impl Serialize for Timeline {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(start, b)| BucketState {
+                start: *start,
+                judged: b.judged,
+                mismatch: b.mismatch,
+                shadow_error: b.shadow_error,
+                shadow_lost: b.shadow_lost,
+                legacy_failed: b.legacy_failed,
+                legacy_ms: histogram::encode(&b.legacy_ms),
+                shadow_ms: histogram::encode(&b.shadow_ms),
+            })
+            .collect();
+        TimelineState { unit: self.unit, span: self.span, placed: self.placed, buckets }.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timeline {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Timeline, D::Error> {
+        let state = TimelineState::deserialize(deserializer)?;
+        if state.span == 0 || state.buckets.len() > MAX_BUCKETS {
+            return Err(serde::de::Error::custom("timeline: span 0 or too many buckets"));
+        }
+        let mut buckets = BTreeMap::new();
+        for b in state.buckets {
+            let bucket = Bucket {
+                judged: b.judged,
+                mismatch: b.mismatch,
+                shadow_error: b.shadow_error,
+                shadow_lost: b.shadow_lost,
+                legacy_failed: b.legacy_failed,
+                legacy_ms: histogram::decode(&b.legacy_ms).map_err(serde::de::Error::custom)?,
+                shadow_ms: histogram::decode(&b.shadow_ms).map_err(serde::de::Error::custom)?,
+            };
+            buckets.insert(b.start, bucket);
+        }
+        Ok(Timeline { unit: state.unit, span: state.span, placed: state.placed, buckets })
     }
 }
 
