@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     match shadowdiff::cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("shadowdiff: {error:#}");
+            eprintln!("shadowdiff: {}", shadowdiff::cli::error_message(&error));
             ExitCode::from(shadowdiff::cli::EXIT_USAGE)
         }
     }

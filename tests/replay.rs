@@ -265,7 +265,11 @@ fn bad_config_and_files_exit_2_naming_the_place() {
 
     let missing = shadowdiff(&["replay", "/nonexistent/evals.jsonl"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("cannot open /nonexistent/evals.jsonl"), "{}", stderr(&missing));
+    assert_eq!(
+        stderr(&missing),
+        "shadowdiff: cannot open /nonexistent/evals.jsonl: No such file or directory (os error 2)\n",
+        "each cause once"
+    );
 
     let usage = shadowdiff(&["replay"]);
     assert_eq!(usage.status.code(), Some(2));
@@ -286,4 +290,68 @@ fn check_config_lists_every_problem() {
 
     let reference = shadowdiff(&["check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")]);
     assert!(reference.status.success(), "{}", stderr(&reference));
+}
+
+#[test]
+fn check_config_lists_every_toml_error_once_each() {
+    let scratch = Scratch::new();
+    let config = scratch.file("types.toml", "[compare]\nfloat_abs = \"x\"\n[gate]\nmin_samples = true\nmax_lots = 1\n");
+    let output = shadowdiff(&["check-config", str(&config)]);
+    assert_eq!(output.status.code(), Some(2));
+    let expected = format!(
+        "shadowdiff: config {} has 3 TOML errors:\n\
+         TOML parse error at line 2, column 13\n  |\n2 | float_abs = \"x\"\n  |             ^^^\n\
+         invalid type: string \"x\", expected f64\n\
+         TOML parse error at line 4, column 15\n  |\n4 | min_samples = true\n  |               ^^^^\n\
+         invalid type: boolean `true`, expected u64\n\
+         TOML parse error at line 5, column 1\n  |\n5 | max_lots = 1\n  | ^^^^^^^^\n\
+         unknown field `max_lots`, expected one of {}\n",
+        str(&config),
+        "`min_samples`, `max_mismatch_rate`, `max_error_rate`, `max_lost`, `max_submit_p99_ms`, `max_outcome_p99_ratio`",
+    );
+    assert_eq!(stderr(&output), expected);
+
+    let one = scratch.file("one.toml", "[gate]\nmin_samples = \"many\"\n");
+    let output = shadowdiff(&["check-config", str(&one)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: config {}: TOML parse error at line 2, column 15\n  |\n2 | min_samples = \"many\"\n  |               ^^^^^^\ninvalid type: string \"many\", expected u64\n",
+            str(&one)
+        )
+    );
+}
+
+#[test]
+fn check_config_refuses_what_serve_refuses() {
+    let scratch = Scratch::new();
+    let config = scratch.file(
+        "noshadow.toml",
+        "[shadow.http]\nurl = \"\"\n[shadow.celery]\nbroker_url = \"redis://127.0.0.1:notaport/0\"\n",
+    );
+    let expected = format!(
+        "shadowdiff: config {} cannot serve:\n  - legacy.url: is required to serve\n  - routes: at least one [[routes]] entry is required to serve\n  - shadow.http.url: is required to serve with shadow.kind = \"http\"\n",
+        str(&config)
+    );
+    let checked = shadowdiff(&["check-config", str(&config)]);
+    assert_eq!((checked.status.code(), stderr(&checked)), (Some(2), expected.clone()));
+    let served = shadowdiff(&["serve", "--config", str(&config)]);
+    assert_eq!((served.status.code(), stderr(&served)), (Some(2), expected));
+
+    let celery = scratch.file(
+        "celery.toml",
+        "[legacy]\nurl = \"http://127.0.0.1:8000\"\n[[routes]]\nmethod = \"POST\"\npath = \"/evaluations\"\n\
+         [shadow]\nkind = \"celery\"\n[shadow.celery]\nbroker_url = \"redis://127.0.0.1:notaport/0\"\n",
+    );
+    let checked = shadowdiff(&["check-config", str(&celery)]);
+    assert_eq!(checked.status.code(), Some(2));
+    let not_redis = "\"redis://127.0.0.1:notaport/0\" is not a Redis URL like redis://[:password@]host:port/db";
+    assert_eq!(
+        stderr(&checked),
+        format!(
+            "shadowdiff: config {} cannot serve:\n  - shadow.celery.broker_url: {not_redis}\n  - shadow.celery.result_url: {not_redis}\n",
+            str(&celery)
+        )
+    );
 }
