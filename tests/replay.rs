@@ -355,3 +355,91 @@ fn check_config_refuses_what_serve_refuses() {
         )
     );
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn replay_stdin(input: &[u8], json_path: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["replay", "-", "--json", str(json_path)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+    let output = child.wait_with_output().expect("wait");
+    writer.join().expect("writer").expect("write stdin");
+    output
+}
+
+#[test]
+fn gzip_fixtures_replay_exactly_like_plain_ones_by_their_magic_bytes() {
+    let scratch = Scratch::new();
+    let plain = std::fs::read(FIXTURES).expect("fixtures");
+    let compressed = gzip(&plain);
+    let (plain_output, plain_report) = replay_json(&[FIXTURES]);
+    assert!(plain_output.status.success());
+    // The same report whatever the file is called: only `source.files` may differ (the
+    // shipped fixtures have no malformed line to name a file).
+    let same = |mut report: Value| {
+        report["source"]["files"] = Value::Null;
+        report
+    };
+    assert_eq!(plain_report["malformed"], json!([]));
+    let expected = same(plain_report);
+    for name in ["evaluations.jsonl.gz", "recording.jsonl"] {
+        let file = scratch.file(name, &compressed);
+        let (output, report) = replay_json(&[str(&file)]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(stdout(&output), stdout(&plain_output), "{name}");
+        assert_eq!(same(report), expected, "{name}");
+    }
+    let json_path = scratch.path("stdin.json");
+    let output = replay_stdin(&compressed, &json_path);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), stdout(&plain_output), "stdin");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("report")).expect("json");
+    assert_eq!(same(report), expected, "stdin");
+}
+
+#[test]
+fn a_file_that_is_not_json_lines_is_refused_naming_it() {
+    let scratch = Scratch::new();
+    let binary = scratch.file("a.out", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00");
+    let output = shadowdiff(&["replay", FIXTURES, str(&binary)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: cannot replay {}: it holds binary data (a NUL byte at offset 7), not JSON Lines\n",
+            str(&binary)
+        )
+    );
+    assert_eq!(stdout(&output), "", "no report for a refused input");
+
+    let zstd = scratch.file("evaluations.jsonl.zst", [0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x31, 0x00]);
+    let output = shadowdiff(&["replay", str(&zstd)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: cannot replay {}: it is compressed with zstd; decompress it first (replay reads plain and gzip files)\n",
+            str(&zstd)
+        )
+    );
+
+    let json_path = scratch.path("stdin.json");
+    let output = replay_stdin(&gzip(&[0u8; 64]), &json_path);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        "shadowdiff: cannot replay -: it holds binary data (a NUL byte at offset 0 after gzip decompression), not JSON Lines\n"
+    );
+}
