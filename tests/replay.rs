@@ -443,3 +443,19 @@ fn a_file_that_is_not_json_lines_is_refused_naming_it() {
         "shadowdiff: cannot replay -: it holds binary data (a NUL byte at offset 0 after gzip decompression), not JSON Lines\n"
     );
 }
+
+#[test]
+fn the_summary_says_how_many_groups_it_leaves_out() {
+    let output = shadowdiff(&["replay", FIXTURES]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let at = text.find("  mismatch groups:").expect("groups line");
+    let listed: Vec<&str> = text[at..].lines().skip(1).take_while(|l| l.starts_with("    ")).collect();
+    assert_eq!(text[at..].lines().next(), Some("  mismatch groups: top 5 of 10 groups"));
+    assert_eq!(listed.len(), 5, "{text}");
+
+    let scratch = Scratch::new();
+    let one = scratch.file("one.jsonl", line("m", ok(json!({"a": 1})), ok(json!({"a": 2}))) + "\n");
+    let text = stdout(&shadowdiff(&["replay", str(&one)]));
+    assert!(text.contains("  mismatch groups: 1\n         1  python     /a\n"), "{text}");
+}
