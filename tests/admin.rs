@@ -78,7 +78,8 @@ async fn a_browser_logs_in_with_the_token_and_gets_a_session_cookie() {
     let put = request(&sidecar, Method::PUT, "/admin/sampling", &[("cookie", pair)], r#"{"percent": 5}"#).await;
     assert_eq!(put.status, StatusCode::UNAUTHORIZED);
     let bearer = format!("Bearer {TOKEN}");
-    let put = request(&sidecar, Method::PUT, "/admin/sampling", &[("authorization", &bearer)], r#"{"percent": 5}"#).await;
+    let put =
+        request(&sidecar, Method::PUT, "/admin/sampling", &[("authorization", &bearer)], r#"{"percent": 5}"#).await;
     assert_eq!(put.status, StatusCode::OK);
 
     // A made-up cookie opens nothing; logging out closes the session.

@@ -162,7 +162,9 @@ impl OwnRedis {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("redis-server");
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install Redis (apt-get install redis-server) or run scripts/test-env.sh")
+            });
         let redis = OwnRedis { child: Some(child) };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
