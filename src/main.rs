@@ -8,12 +8,6 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Colours only for a person at a terminal, and never when `NO_COLOR` is set to anything
-/// (no-color.org): logs redirected to a file or a collector stay plain text.
-fn colour_logs() -> bool {
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
-}
-
 fn main() -> ExitCode {
     let cli = shadowdiff::cli::Cli::parse();
     tracing_subscriber::fmt()
@@ -21,7 +15,10 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("SHADOWDIFF_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(colour_logs())
+        .with_ansi(shadowdiff::cli::log_colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     match shadowdiff::cli::run(cli) {
         Ok(code) => code,

@@ -88,6 +88,13 @@ pub fn error_message(error: &anyhow::Error) -> String {
     message
 }
 
+/// Whether logs are coloured: only for a person at a terminal, and never when `NO_COLOR`
+/// is set to anything but the empty string (no-color.org), so that logs redirected to a
+/// file or a collector stay plain text.
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
 /// Loads the config, or the defaults when no path is given.
 pub fn load_config(path: Option<&PathBuf>) -> Result<Config, crate::config::ConfigError> {
     match path {

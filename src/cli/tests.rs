@@ -20,3 +20,13 @@ fn a_cause_the_message_does_not_quote_is_appended() {
     let error = anyhow::Error::from(source).context("cannot write report.html");
     assert_eq!(error_message(&error), "cannot write report.html: Permission denied (os error 13)");
 }
+
+#[test]
+fn logs_are_coloured_only_at_a_terminal_without_no_color() {
+    use std::ffi::OsStr;
+    assert!(log_colours(true, None));
+    assert!(log_colours(true, Some(OsStr::new(""))), "an empty NO_COLOR does not count");
+    assert!(!log_colours(true, Some(OsStr::new("1"))));
+    assert!(!log_colours(false, None));
+    assert!(!log_colours(false, Some(OsStr::new("1"))));
+}
