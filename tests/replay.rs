@@ -435,6 +435,17 @@ fn a_file_that_is_not_json_lines_is_refused_naming_it() {
         )
     );
 
+    let array = scratch.file("evaluations.json", format!("[{}]\n", line("a", ok(json!({})), ok(json!({})))));
+    let output = shadowdiff(&["replay", str(&array)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: cannot replay {}: it starts with '[', one JSON document rather than JSON Lines (one evaluation object per line)\n",
+            str(&array)
+        )
+    );
+
     let json_path = scratch.path("stdin.json");
     let output = replay_stdin(&gzip(&[0u8; 64]), &json_path);
     assert_eq!(output.status.code(), Some(2));
