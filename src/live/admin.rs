@@ -168,8 +168,8 @@ impl AdminState {
             Err(_) => return json_error(StatusCode::BAD_REQUEST, "body unreadable or over 4 KiB"),
         };
         let given = login::token_in_form(&body).unwrap_or_default();
-        if !login::constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            tracing::info!("admin login refused: wrong token");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            tracing::debug!("admin login refused: wrong token");
             return self.login_page(true);
         }
         let mut response = see_other("/report");
