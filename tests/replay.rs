@@ -339,6 +339,20 @@ fn check_config_refuses_what_serve_refuses() {
     let served = shadowdiff(&["serve", "--config", str(&config)]);
     assert_eq!((served.status.code(), stderr(&served)), (Some(2), expected));
 
+    let record = scratch.file(
+        "record.toml",
+        "[legacy]\nurl = \"http://127.0.0.1:8000\"\n[[routes]]\nmethod = \"POST\"\npath = \"/evaluations\"\n\
+         [shadow.http]\nurl = \"http://127.0.0.1:8001\"\n[record]\npath = \"/nonexistent/dir/rec.jsonl\"\n",
+    );
+    let expected = format!(
+        "shadowdiff: config {} cannot serve:\n  - record.path: the folder /nonexistent/dir does not exist\n",
+        str(&record)
+    );
+    let checked = shadowdiff(&["check-config", str(&record)]);
+    assert_eq!((checked.status.code(), stderr(&checked)), (Some(2), expected.clone()));
+    let served = shadowdiff(&["serve", "--config", str(&record)]);
+    assert_eq!((served.status.code(), stderr(&served)), (Some(2), expected));
+
     let celery = scratch.file(
         "celery.toml",
         "[legacy]\nurl = \"http://127.0.0.1:8000\"\n[[routes]]\nmethod = \"POST\"\npath = \"/evaluations\"\n\

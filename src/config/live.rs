@@ -444,6 +444,14 @@ impl LiveConfig {
                 }
             }
         }
+        // The recording is opened at start: a folder that is not there stops `serve`.
+        if let Some(record) = &self.record {
+            let folder =
+                record.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if !folder.is_dir() {
+                c.add("record.path", format!("the folder {} does not exist", folder.display()));
+            }
+        }
         problems
     }
 }
