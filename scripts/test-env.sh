@@ -5,6 +5,8 @@
 #      reinstalled only when the requirements file changes (hash marker).
 #   2. A Redis server answering on 127.0.0.1:6379; started (and installed
 #      with apt-get if absent) when none answers.
+#   3. A redis-server binary on the PATH even when a Redis already answers:
+#      tests/celery.rs starts a Redis of its own (to stop and restart it).
 #
 # The Rust tests find the worker at <repo>/.venv/bin/celery and the
 # interpreter at <repo>/.venv/bin/python; nothing is exported.
@@ -19,6 +21,7 @@ _test_env_main() {
     ensure_venv "$venv"
     ensure_requirements "$venv" "$requirements" "$marker"
     ensure_redis 127.0.0.1 6379
+    ensure_redis_server_binary
 }
 
 log() { echo "test-env: $*"; }
@@ -68,6 +71,17 @@ redis_answers() {
         printf 'PING\r\n' >&3
         read -r -t 2 reply <&3 && [[ $reply == +PONG* ]]
     ) 2>/dev/null
+}
+
+# The tests start redis-server themselves; a Redis that answers is not enough.
+ensure_redis_server_binary() {
+    command -v redis-server >/dev/null && return 0
+    log "no redis-server on the PATH (tests/celery.rs starts one of its own)"
+    if command -v apt-get >/dev/null && apt_install redis-server && command -v redis-server >/dev/null; then
+        return 0
+    fi
+    log "install Redis so that redis-server is on the PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis), then rerun" >&2
+    return 1
 }
 
 ensure_redis() {

@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,11 +15,15 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("SHADOWDIFF_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(shadowdiff::cli::log_colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .init();
     match shadowdiff::cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("shadowdiff: {error:#}");
+            eprintln!("shadowdiff: {}", shadowdiff::cli::error_message(&error));
             ExitCode::from(shadowdiff::cli::EXIT_USAGE)
         }
     }

@@ -372,7 +372,11 @@ fn bad_config_and_files_exit_2_naming_the_place() {
 
     let missing = shadowdiff(&["replay", "/nonexistent/evals.jsonl"]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(stderr(&missing).contains("cannot open /nonexistent/evals.jsonl"), "{}", stderr(&missing));
+    assert_eq!(
+        stderr(&missing),
+        "shadowdiff: cannot open /nonexistent/evals.jsonl: No such file or directory (os error 2)\n",
+        "each cause once"
+    );
 
     let usage = shadowdiff(&["replay"]);
     assert_eq!(usage.status.code(), Some(2));
@@ -393,4 +397,197 @@ fn check_config_lists_every_problem() {
 
     let reference = shadowdiff(&["check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")]);
     assert!(reference.status.success(), "{}", stderr(&reference));
+}
+
+#[test]
+fn check_config_lists_every_toml_error_once_each() {
+    let scratch = Scratch::new();
+    let config = scratch.file("types.toml", "[compare]\nfloat_abs = \"x\"\n[gate]\nmin_samples = true\nmax_lots = 1\n");
+    let output = shadowdiff(&["check-config", str(&config)]);
+    assert_eq!(output.status.code(), Some(2));
+    let expected = format!(
+        "shadowdiff: config {} has 3 TOML errors:\n\
+         TOML parse error at line 2, column 13\n  |\n2 | float_abs = \"x\"\n  |             ^^^\n\
+         invalid type: string \"x\", expected f64\n\
+         TOML parse error at line 4, column 15\n  |\n4 | min_samples = true\n  |               ^^^^\n\
+         invalid type: boolean `true`, expected u64\n\
+         TOML parse error at line 5, column 1\n  |\n5 | max_lots = 1\n  | ^^^^^^^^\n\
+         unknown field `max_lots`, expected one of {}\n",
+        str(&config),
+        "`min_samples`, `max_mismatch_rate`, `max_error_rate`, `max_lost`, `max_submit_p99_ms`, `max_outcome_p99_ratio`",
+    );
+    assert_eq!(stderr(&output), expected);
+
+    let one = scratch.file("one.toml", "[gate]\nmin_samples = \"many\"\n");
+    let output = shadowdiff(&["check-config", str(&one)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: config {}: TOML parse error at line 2, column 15\n  |\n2 | min_samples = \"many\"\n  |               ^^^^^^\ninvalid type: string \"many\", expected u64\n",
+            str(&one)
+        )
+    );
+}
+
+#[test]
+fn check_config_refuses_what_serve_refuses() {
+    let scratch = Scratch::new();
+    let config = scratch.file(
+        "noshadow.toml",
+        "[shadow.http]\nurl = \"\"\n[shadow.celery]\nbroker_url = \"redis://127.0.0.1:notaport/0\"\n",
+    );
+    let expected = format!(
+        "shadowdiff: config {} cannot serve:\n  - legacy.url: is required to serve\n  - routes: at least one [[routes]] entry is required to serve\n  - shadow.http.url: is required to serve with shadow.kind = \"http\"\n",
+        str(&config)
+    );
+    let checked = shadowdiff(&["check-config", str(&config)]);
+    assert_eq!((checked.status.code(), stderr(&checked)), (Some(2), expected.clone()));
+    let served = shadowdiff(&["serve", "--config", str(&config)]);
+    assert_eq!((served.status.code(), stderr(&served)), (Some(2), expected));
+
+    let record = scratch.file(
+        "record.toml",
+        "[legacy]\nurl = \"http://127.0.0.1:8000\"\n[[routes]]\nmethod = \"POST\"\npath = \"/evaluations\"\n\
+         [shadow.http]\nurl = \"http://127.0.0.1:8001\"\n[record]\npath = \"/nonexistent/dir/rec.jsonl\"\n",
+    );
+    let expected = format!(
+        "shadowdiff: config {} cannot serve:\n  - record.path: the folder /nonexistent/dir does not exist\n",
+        str(&record)
+    );
+    let checked = shadowdiff(&["check-config", str(&record)]);
+    assert_eq!((checked.status.code(), stderr(&checked)), (Some(2), expected.clone()));
+    let served = shadowdiff(&["serve", "--config", str(&record)]);
+    assert_eq!((served.status.code(), stderr(&served)), (Some(2), expected));
+
+    let celery = scratch.file(
+        "celery.toml",
+        "[legacy]\nurl = \"http://127.0.0.1:8000\"\n[[routes]]\nmethod = \"POST\"\npath = \"/evaluations\"\n\
+         [shadow]\nkind = \"celery\"\n[shadow.celery]\nbroker_url = \"redis://127.0.0.1:notaport/0\"\n",
+    );
+    let checked = shadowdiff(&["check-config", str(&celery)]);
+    assert_eq!(checked.status.code(), Some(2));
+    let not_redis = "\"redis://127.0.0.1:notaport/0\" is not a Redis URL like redis://[:password@]host:port/db";
+    assert_eq!(
+        stderr(&checked),
+        format!(
+            "shadowdiff: config {} cannot serve:\n  - shadow.celery.broker_url: {not_redis}\n  - shadow.celery.result_url: {not_redis}\n",
+            str(&celery)
+        )
+    );
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn replay_stdin(input: &[u8], json_path: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
+        .args(["replay", "-", "--json", str(json_path)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+    let output = child.wait_with_output().expect("wait");
+    writer.join().expect("writer").expect("write stdin");
+    output
+}
+
+#[test]
+fn gzip_fixtures_replay_exactly_like_plain_ones_by_their_magic_bytes() {
+    let scratch = Scratch::new();
+    let plain = std::fs::read(FIXTURES).expect("fixtures");
+    let compressed = gzip(&plain);
+    let (plain_output, plain_report) = replay_json(&[FIXTURES]);
+    assert!(plain_output.status.success());
+    // The same report whatever the file is called: only `source.files` may differ (the
+    // shipped fixtures have no malformed line to name a file).
+    let same = |mut report: Value| {
+        report["source"]["files"] = Value::Null;
+        report
+    };
+    assert_eq!(plain_report["malformed"], json!([]));
+    let expected = same(plain_report);
+    for name in ["evaluations.jsonl.gz", "recording.jsonl"] {
+        let file = scratch.file(name, &compressed);
+        let (output, report) = replay_json(&[str(&file)]);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(stdout(&output), stdout(&plain_output), "{name}");
+        assert_eq!(same(report), expected, "{name}");
+    }
+    let json_path = scratch.path("stdin.json");
+    let output = replay_stdin(&compressed, &json_path);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), stdout(&plain_output), "stdin");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("report")).expect("json");
+    assert_eq!(same(report), expected, "stdin");
+}
+
+#[test]
+fn a_file_that_is_not_json_lines_is_refused_naming_it() {
+    let scratch = Scratch::new();
+    let binary = scratch.file("a.out", b"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00>\x00");
+    let output = shadowdiff(&["replay", FIXTURES, str(&binary)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: cannot replay {}: it holds binary data (a NUL byte at offset 7), not JSON Lines\n",
+            str(&binary)
+        )
+    );
+    assert_eq!(stdout(&output), "", "no report for a refused input");
+
+    let zstd = scratch.file("evaluations.jsonl.zst", [0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x58, 0x31, 0x00]);
+    let output = shadowdiff(&["replay", str(&zstd)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: cannot replay {}: it is compressed with zstd; decompress it first (replay reads plain and gzip files)\n",
+            str(&zstd)
+        )
+    );
+
+    let array = scratch.file("evaluations.json", format!("[{}]\n", line("a", ok(json!({})), ok(json!({})))));
+    let output = shadowdiff(&["replay", str(&array)]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        format!(
+            "shadowdiff: cannot replay {}: it starts with '[', one JSON document rather than JSON Lines (one evaluation object per line)\n",
+            str(&array)
+        )
+    );
+
+    let json_path = scratch.path("stdin.json");
+    let output = replay_stdin(&gzip(&[0u8; 64]), &json_path);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        stderr(&output),
+        "shadowdiff: cannot replay -: it holds binary data (a NUL byte at offset 0 after gzip decompression), not JSON Lines\n"
+    );
+}
+
+#[test]
+fn the_summary_says_how_many_groups_it_leaves_out() {
+    let output = shadowdiff(&["replay", FIXTURES]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let at = text.find("  mismatch groups:").expect("groups line");
+    let listed: Vec<&str> = text[at..].lines().skip(1).take_while(|l| l.starts_with("    ")).collect();
+    assert_eq!(text[at..].lines().next(), Some("  mismatch groups: top 5 of 10 groups"));
+    assert_eq!(listed.len(), 5, "{text}");
+
+    let scratch = Scratch::new();
+    let one = scratch.file("one.jsonl", line("m", ok(json!({"a": 1})), ok(json!({"a": 2}))) + "\n");
+    let text = stdout(&shadowdiff(&["replay", str(&one)]));
+    assert!(text.contains("  mismatch groups: 1\n         1  python     /a\n"), "{text}");
 }

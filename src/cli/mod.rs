@@ -13,6 +13,9 @@ use crate::judge::engine::Engine;
 use crate::report::{self, Report, Source};
 use replay::ReplayOptions;
 
+#[cfg(test)]
+mod tests;
+
 /// Exit code for bad usage, unreadable input or a bad config (EX_USAGE is 64; the
 /// documented contract of this tool is 2, like clap's own usage errors).
 pub const EXIT_USAGE: u8 = 2;
@@ -58,11 +61,38 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Validate a config file and print every problem.
+    /// Validate a config file as `serve` would, and print every problem.
     CheckConfig {
         /// The config file.
         path: PathBuf,
     },
+}
+
+/// An error and its causes for the terminal, each said once: `cannot open x.jsonl: No such
+/// file or directory (os error 2)`. Many errors already quote their source in their own
+/// message (a `thiserror` `{source}`), so a cause whose text the line already holds is
+/// not repeated.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        let text = text.trim_end();
+        if message.contains(text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(text);
+    }
+    message
+}
+
+/// Whether logs are coloured: only for a person at a terminal, and never when `NO_COLOR`
+/// is set to anything but the empty string (no-color.org), so that logs redirected to a
+/// file or a collector stay plain text.
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 /// Loads the config, or the defaults when no path is given.
@@ -92,7 +122,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
         }
         Command::Serve { config } => {
-            let loaded = Config::load(&config)?;
+            // Everything `check-config` checks, before any port is bound.
+            let loaded = Config::load_to_serve(&config)?;
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             if let Some(threads) = loaded.live.worker_threads {
                 runtime.worker_threads(threads);
@@ -102,7 +133,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { path } => {
-            Config::load(&path)?;
+            Config::load_to_serve(&path)?;
             println!("{}: ok", path.display());
             Ok(ExitCode::SUCCESS)
         }

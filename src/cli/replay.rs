@@ -1,15 +1,16 @@
 //! Offline replay: fixture files through the engine, with no services at all.
 //!
 //! Each file is read as a stream, one line at a time, so memory does not grow with its
-//! size. A malformed line is counted with its file, line number and reason, and the run
+//! size; gzip is decompressed on the way and binary input is refused (`fixture::input`). A malformed line is counted with its file, line number and reason, and the run
 //! goes on, unless `strict` asks to stop at the first one.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::fixture::input::{self, InputError};
 use crate::fixture::FixtureReader;
 use crate::judge::engine::Engine;
 use crate::judge::stats::Stats;
@@ -24,6 +25,14 @@ pub enum ReplayError {
         file: String,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The file is not JSON Lines (binary, or compressed in a format not read).
+    #[error("cannot replay {file}: {source}")]
+    Input {
+        /// The file.
+        file: String,
+        /// What it holds instead.
+        source: InputError,
     },
     /// Reading failed part way.
     #[error("cannot read {file} after line {line}: {source}")]
@@ -62,19 +71,14 @@ pub fn replay_files(engine: &Engine, files: &[PathBuf], options: ReplayOptions) 
     let bar = (options.progress && std::io::stderr().is_terminal()).then(progress_bar);
     for path in files {
         let name = path.display().to_string();
-        if path == Path::new("-") {
-            replay_reader(engine, &mut stats, &name, std::io::stdin().lock(), options, bar.as_ref())?;
+        let lines = if path == Path::new("-") {
+            input::open(std::io::stdin().lock())
         } else {
             let file = File::open(path).map_err(|source| ReplayError::Open { file: name.clone(), source })?;
-            replay_reader(
-                engine,
-                &mut stats,
-                &name,
-                BufReader::with_capacity(256 * 1024, file),
-                options,
-                bar.as_ref(),
-            )?;
-        }
+            input::open(file)
+        };
+        let lines = lines.map_err(|source| ReplayError::Input { file: name.clone(), source })?;
+        replay_reader(engine, &mut stats, &name, lines, options, bar.as_ref())?;
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

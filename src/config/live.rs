@@ -463,8 +463,37 @@ impl LiveConfig {
         if self.routes.is_empty() {
             c.add("routes", "at least one [[routes]] entry is required to serve");
         }
-        if let ShadowKind::Http { url: None, .. } = self.shadow {
-            c.add("shadow.http.url", "is required to serve with shadow.kind = \"http\"");
+        match &self.shadow {
+            ShadowKind::Http { url: None, .. } => {
+                c.add("shadow.http.url", "is required to serve with shadow.kind = \"http\"");
+            }
+            ShadowKind::Http { .. } => {}
+            ShadowKind::Celery(settings) => {
+                // What the broker client refuses before connecting; whether Redis answers
+                // is for `serve` to find out.
+                for (key, url) in [
+                    ("shadow.celery.broker_url", &settings.broker_url),
+                    ("shadow.celery.result_url", &settings.result_url),
+                ] {
+                    match redis::Client::open(url.as_str()) {
+                        Ok(client) if client.get_connection_info().redis.db < 0 => {
+                            c.add(key, format!("{url:?}: the database number is negative"));
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            c.add(key, format!("{url:?} is not a Redis URL like redis://[:password@]host:port/db"))
+                        }
+                    }
+                }
+            }
+        }
+        // The recording is opened at start: a folder that is not there stops `serve`.
+        if let Some(record) = &self.record {
+            let folder =
+                record.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if !folder.is_dir() {
+                c.add("record.path", format!("the folder {} does not exist", folder.display()));
+            }
         }
         problems
     }

@@ -6,6 +6,7 @@
 
 pub mod live;
 mod live_raw;
+mod parse;
 pub mod raw;
 
 use std::fmt;
@@ -62,14 +63,23 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown keys or wrong types; the `toml` message
-    /// names line, column and key.
-    #[error("config {path}: {source}")]
+    /// The file is not valid TOML or has unknown keys or wrong types; each `toml` message
+    /// names line, column and shows the key's line.
+    #[error("{}", toml_errors(path, errors))]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's error, intact.
-        source: toml::de::Error,
+        /// The parser's errors, intact, in file order: every syntax error, or else every
+        /// type error and unknown key.
+        errors: Vec<toml::de::Error>,
+    },
+    /// The file is valid but `serve` could not start with it; every problem is listed.
+    #[error("config {path} cannot serve:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    CannotServe {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
     },
     /// The values do not make sense; every problem is listed.
     #[error("config {path} has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -79,6 +89,16 @@ pub enum ConfigError {
         /// Every problem found.
         problems: Vec<Problem>,
     },
+}
+
+/// One error as `config PATH: ERROR`; several counted, then each on its own lines.
+fn toml_errors(path: &Path, errors: &[toml::de::Error]) -> String {
+    let all: String = errors.iter().map(|e| e.to_string()).collect();
+    let all = all.trim_end();
+    match errors.len() {
+        1 => format!("config {}: {all}", path.display()),
+        n => format!("config {} has {n} TOML errors:\n{all}", path.display()),
+    }
 }
 
 impl Default for Config {
@@ -93,14 +113,26 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         Config::parse(&text).map_err(|e| match e {
-            ParseError::Toml(source) => ConfigError::Parse { path: path.into(), source },
+            ParseError::Toml(errors) => ConfigError::Parse { path: path.into(), errors },
             ParseError::Invalid(problems) => ConfigError::Invalid { path: path.into(), problems },
         })
     }
 
+    /// Reads, parses and validates a config file for `serve`: what [`Config::load`] checks,
+    /// then what only `serve` needs (`check-config` checks the same, so the two agree).
+    pub fn load_to_serve(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::load(path)?;
+        let problems = config.live.serve_problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::CannotServe { path: path.into(), problems })
+        }
+    }
+
     /// Parses and validates config text.
     pub fn parse(text: &str) -> Result<Config, ParseError> {
-        let raw: RawConfig = toml::from_str(text).map_err(ParseError::Toml)?;
+        let raw = parse::raw_config(text).map_err(ParseError::Toml)?;
         Config::from_raw(raw).map_err(ParseError::Invalid)
     }
 
@@ -195,8 +227,8 @@ impl Config {
 /// Why config text was refused.
 #[derive(Debug)]
 pub enum ParseError {
-    /// Not TOML, or not the config's shape.
-    Toml(toml::de::Error),
+    /// Not TOML, or not the config's shape: every error found.
+    Toml(Vec<toml::de::Error>),
     /// The values do not make sense.
     Invalid(Vec<Problem>),
 }
@@ -270,7 +302,7 @@ mod tests {
     fn problems(text: &str) -> Vec<String> {
         match Config::parse(text) {
             Err(ParseError::Invalid(problems)) => problems.iter().map(|p| p.to_string()).collect(),
-            Err(ParseError::Toml(e)) => vec![format!("toml: {e}")],
+            Err(ParseError::Toml(errors)) => errors.iter().map(|e| format!("toml: {e}")).collect(),
             Ok(_) => vec![],
         }
     }
@@ -286,8 +318,9 @@ mod tests {
     #[test]
     fn the_shipped_reference_config_is_valid() {
         let text = include_str!("../../config.toml");
-        if let Err(e) = Config::parse(text) {
-            panic!("config.toml: {e:?}");
+        match Config::parse(text) {
+            Err(e) => panic!("config.toml: {e:?}"),
+            Ok(config) => assert_eq!(config.live.serve_problems(), Vec::new(), "config.toml must serve as shipped"),
         }
     }
 

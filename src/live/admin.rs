@@ -1,7 +1,9 @@
 //! The admin listener, kept apart from the proxied port: `/report` (HTML), `/report.json`,
 //! `/metrics` (Prometheus text), `/healthz`, and `PUT /admin/sampling` to change the
 //! mirrored fraction at run time. A bearer token, when configured, protects everything but
-//! `/healthz`; changing the sampling always needs one.
+//! `/healthz`; changing the sampling always needs one. Browsers get a login form instead
+//! of a JSON 401 (`GET /login`, `POST /login`, `POST /logout`; see [`crate::live::login`]),
+//! and `HEAD` answers like `GET` on every route, without the body.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,8 +11,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE, COOKIE,
+    LOCATION, SET_COOKIE, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -19,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::live::ShadowKind;
 use crate::live::legacy_queue::QueueLength;
+use crate::live::login::{self, constant_time_eq, Sessions};
 use crate::live::metrics::{self, LiveGauges};
 use crate::live::mirror::Mirror;
 use crate::live::proxy::ProxyStats;
@@ -57,6 +63,18 @@ fn json_error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 impl AdminState {
+    /// A bearer token, or (for reading only) a session opened by the login form.
+    fn authorized_or_logged_in(&self, sessions: &Sessions, request: &Request<Incoming>) -> bool {
+        self.authorized(request)
+            || (request.method() == Method::GET
+                && request
+                    .headers()
+                    .get_all(COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|cookie| login::session_in(cookie).is_some_and(|id| sessions.is_open(id))))
+    }
+
     fn authorized(&self, request: &Request<Incoming>) -> bool {
         let Some(token) = &self.token else { return true };
         let presented = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -110,13 +128,40 @@ impl AdminState {
         metrics::render(&snapshot, &self.proxy.snapshot(), &live, &readiness)
     }
 
-    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    /// Answers `HEAD` as `GET`, with the same status and headers and no body.
+    async fn handle(self: Arc<Self>, sessions: Arc<Sessions>, request: Request<Incoming>) -> Response<Body> {
+        if request.method() != Method::HEAD {
+            return self.answer(&sessions, request).await;
+        }
+        let (mut parts, body) = request.into_parts();
+        parts.method = Method::GET;
+        let (mut parts, body) = self.answer(&sessions, Request::from_parts(parts, body)).await.into_parts();
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.size_hint().exact().unwrap_or(0)));
+        Response::from_parts(parts, Full::new(Bytes::new()))
+    }
+
+    async fn answer(&self, sessions: &Sessions, request: Request<Incoming>) -> Response<Body> {
         let path = request.uri().path().to_string();
         if request.method() == Method::GET && path == "/healthz" {
             return reply(StatusCode::OK, "text/plain", "ok\n");
         }
-        if !self.authorized(&request) {
-            return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/login") => return self.login_page(false),
+            (&Method::POST, "/login") => return self.log_in(sessions, request).await,
+            (&Method::POST, "/logout") => return log_out(sessions, &request),
+            _ => {}
+        }
+        if !self.authorized_or_logged_in(sessions, &request) {
+            let browser =
+                request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"));
+            let mut response = if browser && request.method() == Method::GET {
+                self.login_page(false)
+            } else {
+                json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+            };
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"shadowdiff\""));
+            return response;
         }
         match (request.method().clone(), path.as_str()) {
             (Method::GET, "/report") => {
@@ -127,6 +172,41 @@ impl AdminState {
             (Method::PUT, "/admin/sampling") => self.set_sampling(request).await,
             _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
         }
+    }
+
+    /// The login form (or, with no token configured, straight to the report).
+    fn login_page(&self, failed: bool) -> Response<Body> {
+        if self.token.is_none() {
+            return see_other("/report");
+        }
+        let status = if failed { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
+        let mut response = reply(status, "text/html; charset=utf-8", login::page(failed));
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+        );
+        response
+    }
+
+    /// `POST /login` with `token=...`: a session cookie and the report, or the form again.
+    async fn log_in(&self, sessions: &Sessions, request: Request<Incoming>) -> Response<Body> {
+        let Some(token) = &self.token else { return see_other("/report") };
+        let body = match Limited::new(request.into_body(), 4096).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return json_error(StatusCode::BAD_REQUEST, "body unreadable or over 4 KiB"),
+        };
+        let given = login::token_in_form(&body).unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            tracing::debug!("admin login refused: wrong token");
+            return self.login_page(true);
+        }
+        let mut response = see_other("/report");
+        if let Ok(cookie) = HeaderValue::from_str(&login::set_cookie(&sessions.open())) {
+            response.headers_mut().insert(SET_COOKIE, cookie);
+        }
+        response
     }
 
     async fn set_sampling(&self, request: Request<Incoming>) -> Response<Body> {
@@ -155,13 +235,30 @@ impl AdminState {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `POST /logout`: closes the session and removes the cookie.
+fn log_out(sessions: &Sessions, request: &Request<Incoming>) -> Response<Body> {
+    for cookie in request.headers().get_all(COOKIE).iter().filter_map(|v| v.to_str().ok()) {
+        if let Some(id) = login::session_in(cookie) {
+            sessions.close(id);
+        }
+    }
+    let mut response = see_other("/login");
+    if let Ok(cookie) = HeaderValue::from_str(&login::clear_cookie()) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn see_other(location: &'static str) -> Response<Body> {
+    let mut response = reply(StatusCode::SEE_OTHER, "text/plain", "");
+    response.headers_mut().insert(LOCATION, HeaderValue::from_static(location));
+    response
 }
 
 /// Serves the admin endpoints until `shutdown`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     let builder = auto::Builder::new(TokioExecutor::new());
+    let sessions = Arc::new(Sessions::default());
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -175,11 +272,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             },
         };
         let state = Arc::clone(&state);
+        let sessions = Arc::clone(&sessions);
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(state.handle(request).await) }
+                let sessions = Arc::clone(&sessions);
+                async move { Ok::<_, Infallible>(state.handle(sessions, request).await) }
             });
             if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%error, "admin connection ended with an error");

@@ -7,6 +7,7 @@
 //! - [`outcome`]: waiting for a side's final outcome (poll, observe, response);
 //! - [`state`]: the shared statistics and accounting behind one small handle;
 //! - [`admin`] and [`metrics`]: `/report`, `/report.json`, `/metrics`, `/healthz`;
+//! - [`login`]: the admin listener's login form and session cookies, for browsers;
 //! - [`record`]: judged evaluations appended as fixture lines;
 //! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
 //! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share.
@@ -17,6 +18,7 @@
 pub mod admin;
 pub mod http_client;
 pub mod legacy_queue;
+pub mod login;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;

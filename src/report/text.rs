@@ -37,7 +37,10 @@ pub fn render(report: &Report) -> String {
         p99(&l.delta.outcome_ms),
     );
     if !report.groups.is_empty() {
-        let _ = writeln!(out, "  mismatch groups: {}", report.groups.len());
+        let _ = match report.groups.len() {
+            n if n > 5 => writeln!(out, "  mismatch groups: top 5 of {n} groups"),
+            n => writeln!(out, "  mismatch groups: {n}"),
+        };
         for group in report.groups.iter().take(5) {
             let _ = writeln!(out, "    {:>6}  {:<10} {}", group.count, group.language, group.paths.join(", "));
         }
