@@ -7,6 +7,8 @@
 #      with apt-get if absent) when none answers.
 #   3. A redis-server binary on the PATH even when a Redis already answers:
 #      tests/celery.rs starts a Redis of its own (to stop and restart it).
+#   4. promtool (Debian's prometheus package), which tests/deploy.rs runs on the
+#      shipped alert rules and on rendered /metrics.
 #
 # The Rust tests find the worker at <repo>/.venv/bin/celery and the
 # interpreter at <repo>/.venv/bin/python; nothing is exported.
@@ -22,6 +24,7 @@ _test_env_main() {
     ensure_requirements "$venv" "$requirements" "$marker"
     ensure_redis 127.0.0.1 6379
     ensure_redis_server_binary
+    ensure_promtool
 }
 
 log() { echo "test-env: $*"; }
@@ -74,6 +77,12 @@ redis_answers() {
 }
 
 # The tests start redis-server themselves; a Redis that answers is not enough.
+ensure_promtool() {
+    command -v promtool >/dev/null 2>&1 && return 0
+    apt_install --no-install-recommends prometheus
+    command -v promtool >/dev/null 2>&1 || { log "promtool missing: install Debian's prometheus package"; return 1; }
+}
+
 ensure_redis_server_binary() {
     command -v redis-server >/dev/null && return 0
     log "no redis-server on the PATH (tests/celery.rs starts one of its own)"
