@@ -40,7 +40,7 @@ fn rendered() -> String {
     };
     engine.record(&mut stats, &evaluation);
     let mut accounting = Accounting { submissions: 2, judged: 1, ..Accounting::default() };
-    accounting.not_mirrored.insert("sampled_out", 1);
+    accounting.not_mirrored.insert("sampled_out".into(), 1);
     let mut selection = shadowdiff::judge::histogram::Latency::default();
     selection.record_ms(0.02);
     let snapshot = Snapshot { stats, accounting, selection };

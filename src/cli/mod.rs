@@ -1,4 +1,5 @@
-//! The command line: `replay`, `check-config` and `serve`.
+//! The command line: `replay`, `check-config`, `serve`, and the fleet commands `report`,
+//! `sampling` and `window`.
 
 pub mod replay;
 
@@ -61,6 +62,50 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Merge every sidecar of a fleet's run into one report.
+    Report {
+        /// The fleet's Redis, `redis://host:port/db`.
+        #[arg(long)]
+        fleet: String,
+        /// The run to merge.
+        #[arg(long, default_value = "default")]
+        run: String,
+        /// The comparison window (default: the run's current one).
+        #[arg(long)]
+        window: Option<u64>,
+        /// Config whose comparison rules the instances must share (defaults without one).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the HTML report here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Exit 1 when the readiness gate does not pass.
+        #[arg(long)]
+        gate: bool,
+    },
+    /// Set the sampling percent of every sidecar of a fleet's run (0 rolls back at once).
+    Sampling {
+        /// Percent of evaluations mirrored, 0 to 100.
+        percent: f64,
+        /// The fleet's Redis.
+        #[arg(long)]
+        fleet: String,
+        /// The run.
+        #[arg(long, default_value = "default")]
+        run: String,
+    },
+    /// Start a new comparison window for a fleet's run (earlier windows stay readable).
+    Window {
+        /// The fleet's Redis.
+        #[arg(long)]
+        fleet: String,
+        /// The run.
+        #[arg(long, default_value = "default")]
+        run: String,
+    },
     /// Validate a config file as `serve` would, and print every problem.
     CheckConfig {
         /// The config file.
@@ -111,13 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let stats = replay::replay_files(&engine, &files, ReplayOptions { strict, progress: true })?;
             let source = Source { mode: "replay", files: files.iter().map(|f| f.display().to_string()).collect() };
             let report = Report::build(&engine, &stats, source);
-            if let Some(path) = json {
-                std::fs::write(&path, report.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            if let Some(path) = html {
-                std::fs::write(&path, report::html::render(&report))
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
+            write_report(&report, json, html)?;
             print!("{}", report::text::render(&report));
             Ok(if gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
         }
@@ -132,10 +171,67 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::live::serve::run(config, loaded))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report { fleet, run, window, config, json, html, gate } => {
+            let engine = Engine::new(load_config(config.as_ref())?);
+            let report = small_runtime()?.block_on(async {
+                let client = connect(&fleet, &run).await?;
+                let window = match window {
+                    Some(window) => window,
+                    None => client.window().await?,
+                };
+                let states = client.load_all(window).await?;
+                anyhow::Ok(crate::live::fleet::merged_report(
+                    &engine,
+                    &run,
+                    window,
+                    states,
+                    std::time::SystemTime::now(),
+                ))
+            })?;
+            write_report(&report, json, html)?;
+            print!("{}", report::text::render(&report));
+            Ok(if gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
+        }
+        Command::Sampling { percent, fleet, run } => {
+            if !(0.0..=100.0).contains(&percent) {
+                anyhow::bail!("sampling percent must be 0 to 100, got {percent}");
+            }
+            small_runtime()?
+                .block_on(async { anyhow::Ok(connect(&fleet, &run).await?.set_sampling(percent).await?) })?;
+            println!("run {run}: sampling {percent}% (every sidecar applies it within its snapshot_ms)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Window { fleet, run } => {
+            let window =
+                small_runtime()?.block_on(async { anyhow::Ok(connect(&fleet, &run).await?.new_window().await?) })?;
+            println!("run {run}: window {window} started");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { path } => {
             Config::load_to_serve(&path)?;
             println!("{}: ok", path.display());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A one-thread runtime for the fleet commands.
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+async fn connect(url: &str, run: &str) -> anyhow::Result<crate::live::fleet::Fleet> {
+    let ttl = std::time::Duration::from_secs(7 * 24 * 3600);
+    Ok(crate::live::fleet::Fleet::connect(url, run, ttl).await?)
+}
+
+fn write_report(report: &Report, json: Option<PathBuf>, html: Option<PathBuf>) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        std::fs::write(&path, report.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = html {
+        std::fs::write(&path, report::html::render(report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }

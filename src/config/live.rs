@@ -54,6 +54,23 @@ pub struct LiveConfig {
     pub admin_token: Option<String>,
     /// Recording, when configured.
     pub record: Option<RecordSettings>,
+    /// The fleet this sidecar belongs to, when `[fleet] redis_url` is set.
+    pub fleet: Option<FleetSettings>,
+}
+
+/// `[fleet]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSettings {
+    /// Redis holding the fleet's state.
+    pub redis_url: String,
+    /// This sidecar's name (`None`: `hostname:proxy port`, decided once the port is bound).
+    pub instance: Option<String>,
+    /// Time between two state writes.
+    pub snapshot: Duration,
+    /// The run's name.
+    pub run: String,
+    /// Lifetime of an instance's state after its last write.
+    pub ttl: Duration,
 }
 
 /// `[legacy] queue_length_url` and `queue_length_pointer`, validated.
@@ -389,6 +406,32 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         RecordSettings { path: raw.record.path.clone().into(), max_bytes: raw.record.max_bytes, keep: raw.record.keep }
     });
 
+    let f = &raw.fleet;
+    let fleet = (!f.redis_url.is_empty()).then(|| {
+        if !f.redis_url.starts_with("redis://") {
+            c.add("fleet.redis_url", format!("{:?} is not a redis:// URL", f.redis_url));
+        }
+        if f.snapshot_ms < 100 {
+            c.add("fleet.snapshot_ms", format!("must be at least 100, got {}", f.snapshot_ms));
+        }
+        if f.run.is_empty() || f.run.contains(|ch: char| ch.is_whitespace() || ch == ':') {
+            c.add("fleet.run", format!("{:?} must be a non-empty name without spaces or ':'", f.run));
+        }
+        if f.instance.contains(char::is_whitespace) {
+            c.add("fleet.instance", format!("{:?} must not contain spaces", f.instance));
+        }
+        if f.ttl_s * 1000 < 10 * f.snapshot_ms {
+            c.add("fleet.ttl_s", "must be at least 10 snapshot intervals");
+        }
+        FleetSettings {
+            redis_url: f.redis_url.clone(),
+            instance: (!f.instance.is_empty()).then(|| f.instance.clone()),
+            snapshot: Duration::from_millis(f.snapshot_ms.max(100)),
+            run: f.run.clone(),
+            ttl: Duration::from_secs(f.ttl_s),
+        }
+    });
+
     LiveConfig {
         listen,
         via: (!p.via.is_empty()).then(|| p.via.clone()),
@@ -410,6 +453,7 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         admin_listen,
         admin_token: (!raw.admin.token.is_empty()).then(|| raw.admin.token.clone()),
         record,
+        fleet,
     }
 }
 

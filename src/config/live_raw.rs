@@ -279,3 +279,33 @@ impl Default for RawRecord {
         RawRecord { path: String::new(), max_bytes: 100 << 20, keep: 5 }
     }
 }
+
+/// `[fleet]`: several sidecars in front of `api-service` replicas, one verdict. Each writes
+/// its state to Redis; reports can merge every instance of a run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFleet {
+    /// Redis holding the fleet's state (`redis://…`); empty: this sidecar stands alone.
+    pub redis_url: String,
+    /// This sidecar's name in the fleet; empty: `hostname:proxy port`.
+    pub instance: String,
+    /// How often this sidecar writes its state (and reads the fleet's sampling and window).
+    /// A SIGKILL loses at most this much of its judgments.
+    pub snapshot_ms: u64,
+    /// The comparison this sidecar belongs to: instances of one run are merged.
+    pub run: String,
+    /// How long an instance's state stays in Redis after its last write, in seconds.
+    pub ttl_s: u64,
+}
+
+impl Default for RawFleet {
+    fn default() -> Self {
+        RawFleet {
+            redis_url: String::new(),
+            instance: String::new(),
+            snapshot_ms: 1000,
+            run: "default".into(),
+            ttl_s: 7 * 24 * 3600,
+        }
+    }
+}

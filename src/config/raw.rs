@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// Recording of judged evaluations (`serve`).
     #[serde(default)]
     pub record: RawRecord,
+    /// Several sidecars, one verdict: state kept in Redis (`serve`).
+    #[serde(default)]
+    pub fleet: RawFleet,
 }
 
 /// `[compare]`.

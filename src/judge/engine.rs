@@ -66,6 +66,29 @@ impl Engine {
         verdict
     }
 
+    /// The example policy statistics keep examples by.
+    pub fn policy(&self) -> Arc<crate::judge::example::ExamplePolicy> {
+        Arc::clone(&self.policy)
+    }
+
+    /// The places never compared.
+    pub fn ignore(&self) -> Arc<crate::judge::pointer::PatternSet> {
+        Arc::clone(&self.ignore)
+    }
+
+    /// A fingerprint of what judging depends on (rules, equivalences, gate, report caps):
+    /// statistics with the same fingerprint can be summed. FNV-1a of their debug text.
+    pub fn fingerprint(&self) -> String {
+        let c = &self.config;
+        let text = format!("{:?}|{:?}|{:?}|{:?}", c.rules, c.equivalences, c.gate, c.examples);
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
     /// The equivalence rules' names, by index.
     pub fn rule_names(&self) -> &[String] {
         &self.rule_names

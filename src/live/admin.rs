@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::live::ShadowKind;
+use crate::live::fleet::{self, Member};
 use crate::live::legacy_queue::QueueLength;
 use crate::live::login::{self, constant_time_eq, Sessions};
 use crate::live::metrics::{self, LiveGauges};
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub live: Arc<Live>,
     /// The proxy's counters.
     pub proxy: Arc<ProxyStats>,
+    /// This instance's part in the fleet, when `[fleet] redis_url` is set.
+    pub fleet: Option<Arc<Member>>,
     /// The legacy queue length, when `[legacy] queue_length_url` is set.
     pub legacy_queue: Option<Arc<QueueLength>>,
     /// The mirror, for in-flight counts.
@@ -163,14 +166,55 @@ impl AdminState {
             response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"shadowdiff\""));
             return response;
         }
+        let fleet_scope = request.uri().query().is_some_and(|q| q.split('&').any(|pair| pair == "scope=fleet"));
         match (request.method().clone(), path.as_str()) {
+            (Method::GET, "/report" | "/report.json") if fleet_scope => match self.fleet_report().await {
+                Ok(report) if path == "/report" => {
+                    reply(StatusCode::OK, "text/html; charset=utf-8", report::html::render(&report))
+                }
+                Ok(report) => reply(StatusCode::OK, "application/json", report.to_json()),
+                Err(response) => response,
+            },
             (Method::GET, "/report") => {
                 reply(StatusCode::OK, "text/html; charset=utf-8", report::html::render(&self.report()))
             }
             (Method::GET, "/report.json") => reply(StatusCode::OK, "application/json", self.report().to_json()),
+            (Method::POST, "/admin/window") => self.new_window().await,
             (Method::GET, "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
             (Method::PUT, "/admin/sampling") => self.set_sampling(request).await,
             _ => json_error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+        }
+    }
+
+    /// The report merged over every instance of this sidecar's run and window.
+    async fn fleet_report(&self) -> Result<Report, Response<Body>> {
+        let Some(member) = &self.fleet else {
+            return Err(json_error(StatusCode::CONFLICT, "scope=fleet needs [fleet] redis_url"));
+        };
+        let window = member.window();
+        let states = member
+            .fleet()
+            .load_all(window)
+            .await
+            .map_err(|error| json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()))?;
+        let run = &self.mirror.config().fleet.as_ref().map_or("default", |f| f.run.as_str()).to_owned();
+        Ok(fleet::merged_report(self.live.engine(), run, window, states, SystemTime::now()))
+    }
+
+    /// `POST /admin/window`: a new comparison window for the whole run.
+    async fn new_window(&self) -> Response<Body> {
+        if self.token.is_none() {
+            return json_error(StatusCode::FORBIDDEN, "set admin.token to start a new window");
+        }
+        let Some(member) = &self.fleet else {
+            return json_error(StatusCode::CONFLICT, "windows need [fleet] redis_url");
+        };
+        match member.fleet().new_window().await {
+            Ok(window) => {
+                tracing::info!(window, "new comparison window started through the admin API");
+                reply(StatusCode::OK, "application/json", serde_json::json!({ "window": window }).to_string())
+            }
+            Err(error) => json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string()),
         }
     }
 
@@ -217,11 +261,20 @@ impl AdminState {
             Ok(collected) => collected.to_bytes(),
             Err(_) => return json_error(StatusCode::BAD_REQUEST, "body unreadable or over 4 KiB"),
         };
-        let percent = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("percent").and_then(|p| p.as_f64()));
+        let request = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+        let percent = request.get("percent").and_then(|p| p.as_f64());
+        let fleet_scope = request.get("scope").and_then(|s| s.as_str()) == Some("fleet");
         match percent {
             Some(p) if (0.0..=100.0).contains(&p) => {
+                if fleet_scope {
+                    let Some(member) = &self.fleet else {
+                        return json_error(StatusCode::CONFLICT, "scope \"fleet\" needs [fleet] redis_url");
+                    };
+                    if let Err(error) = member.fleet().set_sampling(p).await {
+                        return json_error(StatusCode::SERVICE_UNAVAILABLE, &error.to_string());
+                    }
+                    tracing::info!(percent = p, "fleet-wide sampling changed through the admin API");
+                }
                 self.live.sampler.set_percent(p);
                 tracing::info!(percent = p, "sampling changed through the admin API");
                 reply(

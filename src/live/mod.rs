@@ -9,6 +9,7 @@
 //! - [`admin`] and [`metrics`]: `/report`, `/report.json`, `/metrics`, `/healthz`;
 //! - [`login`]: the admin listener's login form and session cookies, for browsers;
 //! - [`record`]: judged evaluations appended as fixture lines;
+//! - [`fleet`]: this instance's state in Redis, and reports merged over every instance;
 //! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
 //! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share.
 //!
@@ -16,6 +17,7 @@
 //! the same code replay uses.
 
 pub mod admin;
+pub mod fleet;
 pub mod http_client;
 pub mod legacy_queue;
 pub mod login;

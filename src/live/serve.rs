@@ -19,6 +19,7 @@ use crate::config::live::{LiveConfig, ShadowKind};
 use crate::config::Config;
 use crate::judge::engine::Engine;
 use crate::live::admin::{self, AdminState};
+use crate::live::fleet::{self, Member};
 use crate::live::http_client::HttpClient;
 use crate::live::legacy_queue::{self, QueueLength};
 use crate::live::mirror::breaker::Breaker;
@@ -59,6 +60,20 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         Sampler::new(live_config.percent),
         Breaker::new(live_config.breaker_failures, live_config.breaker_cooldown),
     ));
+    // Join the fleet before the first client: a restart resumes its totals first.
+    let member = match &live_config.fleet {
+        Some(settings) => {
+            let port = proxy_listener.local_addr()?.port();
+            let instance = settings.instance.clone().unwrap_or_else(|| fleet::default_instance(port));
+            let member = Member::join(settings, instance, Arc::clone(&live))
+                .await
+                .context("cannot join the fleet (fleet.redis_url)")?;
+            let member = Arc::new(member);
+            tokio::spawn(Arc::clone(&member).run(shutdown.clone()));
+            Some(member)
+        }
+        None => None,
+    };
     let mirror = Arc::new(Mirror::new(
         Arc::clone(&live),
         Arc::clone(&live_config),
@@ -79,6 +94,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let admin_state = Arc::new(AdminState {
         live: Arc::clone(&live),
         legacy_queue,
+        fleet: member.clone(),
         proxy: Arc::clone(&proxy_stats),
         mirror: Arc::clone(&mirror),
         token: live_config.admin_token.clone(),
@@ -120,6 +136,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     admin_task.abort();
     if let Some(recorder) = recorder {
         recorder.finish();
+    }
+    if let Some(member) = member {
+        match tokio::time::timeout(grace, member.write(true)).await {
+            Ok(Ok(bytes)) => tracing::info!(bytes, "fleet state written"),
+            Ok(Err(error)) => tracing::warn!(%error, "last fleet state not written"),
+            Err(_) => tracing::warn!("last fleet state not written in time"),
+        }
     }
     let snapshot = live.snapshot();
     tracing::info!(

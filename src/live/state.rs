@@ -5,12 +5,13 @@
 //! snapshot copies (never across an `.await`). The tap on the client's path touches only
 //! atomics. Readers render from a [`Snapshot`], never from live state.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::fixture::Evaluation;
 use crate::judge::engine::Engine;
@@ -81,7 +82,7 @@ impl NotMirrored {
 }
 
 /// Where every submission the proxy saw went.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accounting {
     /// Submissions seen on the client's path.
     pub submissions: u64,
@@ -90,7 +91,7 @@ pub struct Accounting {
     /// Handed to the mirror and not judged yet (in the hand-off or in flight).
     pub pending: u64,
     /// Not mirrored, by reason.
-    pub not_mirrored: BTreeMap<&'static str, u64>,
+    pub not_mirrored: BTreeMap<Cow<'static, str>, u64>,
     /// Pending evaluations given up at shutdown.
     pub abandoned: u64,
     /// Celery `RETRY` states seen while waiting.
@@ -122,6 +123,11 @@ struct Inner {
     /// under the lock with the counts, so a snapshot never sees one without the other.
     received: u64,
     selection: Latency,
+    /// Submissions an earlier process of this instance accounted for (resumed at start).
+    resumed_submissions: u64,
+    /// Of the lock-free counters, what belongs to earlier windows.
+    seen_before: u64,
+    dropped_before: u64,
 }
 
 /// The shared live state.
@@ -156,6 +162,9 @@ impl Live {
                 accounting: Accounting::default(),
                 received: 0,
                 selection: Latency::default(),
+                resumed_submissions: 0,
+                seen_before: 0,
+                dropped_before: 0,
             }),
         }
     }
@@ -188,7 +197,7 @@ impl Live {
     pub fn not_mirrored(&self, reason: NotMirrored) {
         let mut inner = self.lock();
         inner.received += 1;
-        *inner.accounting.not_mirrored.entry(reason.as_str()).or_default() += 1;
+        *inner.accounting.not_mirrored.entry(Cow::Borrowed(reason.as_str())).or_default() += 1;
     }
 
     /// The mirror took a submission out of the hand-off and mirrors it: pending now.
@@ -207,7 +216,7 @@ impl Live {
     pub fn unmirror(&self, reason: NotMirrored) {
         let mut inner = self.lock();
         inner.accounting.pending = inner.accounting.pending.saturating_sub(1);
-        *inner.accounting.not_mirrored.entry(reason.as_str()).or_default() += 1;
+        *inner.accounting.not_mirrored.entry(Cow::Borrowed(reason.as_str())).or_default() += 1;
     }
 
     /// A pending evaluation is judged; returns its verdict.
@@ -220,6 +229,39 @@ impl Live {
         inner.accounting.judged += 1;
         inner.accounting.shadow_retries += u64::from(shadow_retries);
         verdict
+    }
+
+    /// Takes over the totals of an earlier run of this instance (read back at start).
+    pub fn resume(&self, stats: Stats, accounting: Accounting) {
+        let mut inner = self.lock();
+        inner.stats = stats;
+        // What was pending then is not pending in this process: it was given up.
+        inner.accounting.abandoned += accounting.pending + accounting.abandoned;
+        inner.accounting.judged += accounting.judged;
+        inner.accounting.shadow_retries += accounting.shadow_retries;
+        for (reason, count) in accounting.not_mirrored {
+            *inner.accounting.not_mirrored.entry(reason).or_default() += count;
+        }
+        inner.resumed_submissions += accounting.submissions;
+    }
+
+    /// Starts the comparison from zero (a new window): statistics and accounting.
+    ///
+    /// Evaluations in flight at the switch are carried into the new window as submissions
+    /// still pending, so every one is accounted for in exactly one window.
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        let seen = self.seen.load(Ordering::Acquire) - inner.seen_before;
+        let dropped = self.dropped.load(Ordering::Acquire) - inner.dropped_before;
+        let in_hand_off = seen.saturating_sub(dropped).saturating_sub(inner.received);
+        let in_flight = inner.accounting.pending;
+        inner.seen_before += seen.saturating_sub(in_hand_off + in_flight);
+        inner.dropped_before += dropped;
+        inner.received = 0;
+        inner.resumed_submissions = 0;
+        inner.stats = self.engine.new_stats().by_minute();
+        inner.accounting = Accounting { pending: in_flight, ..Accounting::default() };
+        inner.selection = Latency::default();
     }
 
     /// Pending evaluations given up at shutdown.
@@ -238,14 +280,17 @@ impl Live {
         let stats = inner.stats.clone();
         let received = inner.received;
         let selection = inner.selection.clone();
+        let (resumed, seen_before, dropped_before) =
+            (inner.resumed_submissions, inner.seen_before, inner.dropped_before);
         drop(inner);
         // Read after the lock: the tap counts a submission as seen before handing it over,
         // so `seen >= dropped + received` holds here.
-        let seen = self.seen.load(Ordering::Acquire);
-        let dropped = self.dropped.load(Ordering::Acquire);
-        accounting.submissions = seen;
+        let seen = self.seen.load(Ordering::Acquire).saturating_sub(seen_before);
+        let dropped = self.dropped.load(Ordering::Acquire).saturating_sub(dropped_before);
+        accounting.submissions = seen + resumed;
         if dropped > 0 {
-            *accounting.not_mirrored.entry(NotMirrored::MirrorQueueFull.as_str()).or_default() += dropped;
+            *accounting.not_mirrored.entry(Cow::Borrowed(NotMirrored::MirrorQueueFull.as_str())).or_default() +=
+                dropped;
         }
         // Handed off but not yet taken by the mirror: pending too.
         accounting.pending += seen.saturating_sub(dropped).saturating_sub(received);

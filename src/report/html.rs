@@ -58,6 +58,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "<h1>shadowdiff report</h1>");
     context(&mut out, report);
     readiness(&mut out, report);
+    instances(&mut out, report);
     totals(&mut out, report);
     if let Some(accounting) = &report.accounting {
         accounting_table(&mut out, accounting);
@@ -71,6 +72,43 @@ pub fn render(report: &Report) -> String {
     malformed(&mut out, report);
     out.push_str("</body></html>\n");
     out
+}
+
+/// The fleet's instances: which were merged, which were cut off and when.
+fn instances(out: &mut String, report: &Report) {
+    let (Some(fleet), Some(rows)) = (&report.fleet, &report.instances) else { return };
+    let _ = writeln!(
+        out,
+        "<h2>Instances ({}, run <code>{}</code>, window {})</h2><div class=\"scroll\"><table><tr><th>status</th><th class=\"text\">instance</th><th>last seen (UTC)</th><th>judged</th><th>submissions</th><th>state bytes</th><th class=\"text\">note</th></tr>",
+        rows.len(),
+        escape(&fleet.run),
+        fleet.window
+    );
+    for row in rows {
+        let (class, word) = match row.status {
+            "running" => ("pass", "running"),
+            "stopped" => ("pass", "stopped"),
+            _ => ("fail", "CUT OFF"),
+        };
+        let note = match (row.status, row.merged) {
+            (_, false) => "another comparison config: listed, not summed".to_string(),
+            ("cut_off", true) => {
+                format!("no state since {} UTC: judgments after that are lost", super::evidence::clock(row.last_seen))
+            }
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td class=\"{class}\">{word}</td><td class=\"text\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"text\">{}</td></tr>",
+            escape(&row.instance),
+            super::evidence::clock(row.last_seen),
+            row.judged,
+            row.submissions,
+            row.state_bytes,
+            escape(&note)
+        );
+    }
+    let _ = writeln!(out, "</table></div><p>Fleet state in Redis: {} bytes.</p>", fleet.redis_bytes);
 }
 
 /// What was compared, when, and the sidecar's state: as of, since, sampling, breaker,

@@ -164,6 +164,45 @@ pub struct LiveContext {
     pub legacy_queue_length: Option<u64>,
 }
 
+/// What a merged fleet report adds: which run and window it merges.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FleetContext {
+    /// The run's name.
+    pub run: String,
+    /// The comparison window merged.
+    pub window: u64,
+    /// Bytes of the instances' states in Redis.
+    pub redis_bytes: u64,
+    /// When the merge was made, Unix seconds.
+    pub as_of: u64,
+}
+
+/// One instance of a fleet, as the merged report lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceRow {
+    /// Its name.
+    pub instance: String,
+    /// `running`, `stopped` (it said so at shutdown) or `cut_off` (no state for three
+    /// snapshot intervals: killed or out of reach; judgments after `last_seen` are lost).
+    pub status: &'static str,
+    /// When it last wrote its state, Unix seconds.
+    pub last_seen: u64,
+    /// When its current process started, Unix seconds.
+    pub started_at: u64,
+    /// The shadowdiff version it runs.
+    pub version: String,
+    /// Evaluations it judged.
+    pub judged: u64,
+    /// Submissions it saw.
+    pub submissions: u64,
+    /// Size of its state in Redis.
+    pub state_bytes: u64,
+    /// Whether its comparison config is the one the merge judges by.
+    pub same_config: bool,
+    /// Whether its statistics are in the merged totals (not when its config differs).
+    pub merged: bool,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -198,6 +237,12 @@ pub struct Report {
     /// The sidecar's state when the report was made (live mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveContext>,
+    /// The run and window a fleet report merges (fleet mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetContext>,
+    /// Every instance of the fleet (fleet mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<Vec<InstanceRow>>,
     /// Live accounting of every submission (live mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounting: Option<crate::live::state::Accounting>,
@@ -233,6 +278,8 @@ impl Report {
             timeline_layout: TimelineLayout { unit: stats.timeline.unit(), span: stats.timeline.span() },
             readiness: engine.readiness(stats),
             live: None,
+            fleet: None,
+            instances: None,
             accounting: None,
         }
     }
