@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::error::{BrokerError, BROKER, RESULT_BACKEND};
-pub use super::results::{BrokerStats, WaitOutcome, Waiter};
+pub use super::results::{BrokerStats, WaitOutcome, Waiter, MAX_LATE_WATCHES};
 
 /// How long one command may wait for its reply. None of ours blocks on the server side
 /// (no `BRPOP`), so a slower reply means Redis or the network is in trouble.
@@ -118,8 +118,9 @@ impl CeleryBroker {
         } else {
             manager(result_client.clone(), RESULT_BACKEND).await?
         };
+        let result_db = result_client.get_connection_info().redis.db;
         let hub = Hub::start(result_client).await?;
-        let reader = ResultReader::new(hub, results, config.delete_results, config.result_poll_interval);
+        let reader = ResultReader::new(hub, results, result_db, config.delete_results, config.result_poll_interval);
         Ok(CeleryBroker {
             inner: Arc::new(Inner { queue: config.queue, layout: config.layout, broker, broker_db, reader }),
         })
@@ -177,6 +178,31 @@ impl CeleryBroker {
             .publish(&revoke.channel, &revoke.envelope)
             .await
             .map_err(BrokerError::unavailable(BROKER, format!("PUBLISH {:?}", revoke.channel)))
+    }
+
+    /// Removes `task`'s message from its queue if no worker has taken it yet (`LREM` of
+    /// its exact envelope); returns whether it was still there. A removed task never
+    /// runs, so it needs no revoke and leaves no result.
+    pub async fn remove_queued(&self, task: &EncodedTask) -> Result<bool, BrokerError> {
+        let mut broker = self.inner.broker.clone();
+        let removed: u64 = broker
+            .lrem(&task.list_key, 1, &task.envelope)
+            .await
+            .map_err(BrokerError::unavailable(BROKER, format!("LREM {:?}", task.list_key)))?;
+        Ok(removed > 0)
+    }
+
+    /// Keeps watching `task_id`'s result channel for `watch` after its waiter is gone (a
+    /// lost task a worker may still hold, or a revoked one a worker will mark again when
+    /// it discards the message), and deletes the result key as soon as a final state
+    /// lands there. At most [`MAX_LATE_WATCHES`] tasks are watched at once.
+    pub async fn watch_late(&self, task_id: &str, watch: Duration) {
+        self.inner.reader.watch_late(task_id, watch).await;
+    }
+
+    /// What Redis spends on `task_id`'s result key (`MEMORY USAGE`), `None` without one.
+    pub async fn result_memory(&self, task_id: &str) -> Result<Option<u64>, BrokerError> {
+        self.inner.reader.memory_usage(task_id).await
     }
 
     /// Checks that the broker and the result backend answer `PING`. The pub/sub

@@ -44,6 +44,12 @@ const REMEMBERED_VALUES: usize = 64;
 /// pub/sub delivers in order, so once the copy is in, every earlier state (RETRYs to
 /// count) is in too. Only a result stored before the subscription never gets one.
 const ECHO_GRACE: Duration = Duration::from_millis(500);
+/// Task ids queued for the janitor; beyond it the watch's end looks at the key instead.
+const JANITOR_BUFFER: usize = 1024;
+/// Most tasks watched for late results at once (a few hundred bytes each).
+pub const MAX_LATE_WATCHES: usize = 100_000;
+/// How often the janitor ends the watches whose time is up.
+const JANITOR_TICK: Duration = Duration::from_secs(1);
 
 /// What waiting for a task came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +82,9 @@ pub struct BrokerStats {
     pub pubsub_connects: u64,
     /// Tasks currently waited for.
     pub waiters: usize,
+    /// Tasks given up on whose result key is watched, to delete it if a late worker
+    /// writes one.
+    pub late_watches: usize,
 }
 
 /// The shared pub/sub connection and the waiters it serves.
@@ -88,6 +97,10 @@ pub(super) struct Hub {
     connects: AtomicU64,
     /// The dispatcher task, stopped when the hub is dropped.
     dispatcher: OnceLock<tokio::task::AbortHandle>,
+    /// Ids of late-watched tasks whose channel just carried a value, for the janitor.
+    janitor: mpsc::Sender<String>,
+    /// Whether the misplaced-result-key warning was logged (once per process is enough).
+    warned_missing_key: std::sync::atomic::AtomicBool,
 }
 
 struct HubState {
@@ -98,6 +111,10 @@ struct HubState {
     /// Tells registrations of one id apart, so a late deregistration cannot remove a
     /// newer waiter.
     next_token: u64,
+    /// Task ids given up on (lost, or revoked) whose result key may still be written by a
+    /// late worker, and until when to watch for it. Their channels stay subscribed; a
+    /// publish on one sends the id to the janitor, which deletes the key.
+    late: HashMap<String, Instant>,
 }
 
 struct Registration {
@@ -108,18 +125,21 @@ struct Registration {
 impl Hub {
     /// Opens the pub/sub connection to the result backend and starts the dispatcher. The
     /// connection is ready to subscribe on when this returns.
-    pub(super) async fn start(client: redis::Client) -> Result<Arc<Hub>, BrokerError> {
+    pub(super) async fn start(client: redis::Client) -> Result<(Arc<Hub>, mpsc::Receiver<String>), BrokerError> {
         let (sink, stream) = open_pubsub(&client).await?.split();
+        let (janitor, janitor_rx) = mpsc::channel(JANITOR_BUFFER);
         let hub = Arc::new(Hub {
-            state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0 }),
+            state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0, late: HashMap::new() }),
             connects: AtomicU64::new(0),
             dispatcher: OnceLock::new(),
+            janitor,
+            warned_missing_key: std::sync::atomic::AtomicBool::new(false),
         });
         hub.install(sink);
         let task = tokio::spawn(dispatch(Arc::downgrade(&hub), client, stream));
         // Set once, here, before anyone else sees the hub.
         let _ = hub.dispatcher.set(task.abort_handle());
-        Ok(hub)
+        Ok((hub, janitor_rx))
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -132,7 +152,7 @@ impl Hub {
         self.connects.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         state.sink = Some(sink);
-        state.waiters.keys().map(|id| result_key(id)).collect()
+        state.waiters.keys().chain(state.late.keys()).map(|id| result_key(id)).collect()
     }
 
     fn uninstall(&self) {
@@ -142,12 +162,44 @@ impl Hub {
     /// Hands a published value to the waiter of its task, if any.
     fn deliver(&self, channel: &str, payload: &[u8]) {
         let Some(task_id) = task_id_from_channel(channel) else { return };
-        let tx = self.lock().waiters.get(task_id).map(|r| r.tx.clone());
+        let (tx, late) = {
+            let state = self.lock();
+            (state.waiters.get(task_id).map(|r| r.tx.clone()), state.late.contains_key(task_id))
+        };
         if let Some(tx) = tx {
             if tx.try_send(payload.to_vec()).is_err() {
                 tracing::debug!(%task_id, "waiter not reading; its polling will see the value");
             }
+        } else if late && self.janitor.try_send(task_id.to_owned()).is_err() {
+            tracing::debug!(%task_id, "janitor busy; the watch's end will look at the key");
         }
+    }
+
+    /// Keeps watching `task_id`'s result channel until `until`, for the janitor. Returns
+    /// false (and watches nothing) when [`MAX_LATE_WATCHES`] tasks are already watched.
+    fn watch_late(&self, task_id: &str, until: Instant) -> bool {
+        let mut state = self.lock();
+        if state.late.len() >= MAX_LATE_WATCHES && !state.late.contains_key(task_id) {
+            return false;
+        }
+        state.late.insert(task_id.to_owned(), until);
+        true
+    }
+
+    /// Stops watching `task_id`; returns the sink to unsubscribe with, unless a waiter
+    /// uses the channel again.
+    fn unwatch_late(&self, task_id: &str) -> Option<PubSubSink> {
+        let mut state = self.lock();
+        state.late.remove(task_id)?;
+        if state.waiters.contains_key(task_id) {
+            return None;
+        }
+        state.sink.clone()
+    }
+
+    /// Late watches whose time is up.
+    fn expired_late(&self, now: Instant) -> Vec<String> {
+        self.lock().late.iter().filter(|(_, until)| **until <= now).map(|(id, _)| id.clone()).collect()
     }
 
     /// Registers a waiter for `task_id`; returns its token and the sink to subscribe with
@@ -168,6 +220,10 @@ impl Hub {
         let mut state = self.lock();
         if state.waiters.get(task_id).is_some_and(|r| r.token == token) {
             state.waiters.remove(task_id);
+            // A late watch keeps the channel subscribed.
+            if state.late.contains_key(task_id) {
+                return None;
+            }
             state.sink.clone()
         } else {
             None
@@ -180,6 +236,7 @@ impl Hub {
             pubsub_connected: state.sink.is_some(),
             pubsub_connects: self.connects.load(Ordering::Relaxed),
             waiters: state.waiters.len(),
+            late_watches: state.late.len(),
         }
     }
 }
@@ -262,13 +319,72 @@ async fn resubscribe(sink: PubSubSink, channels: Vec<String>) {
 pub(super) struct ResultReader {
     hub: Arc<Hub>,
     results: ConnectionManager,
+    /// The result backend's database number, for the misplaced-key warning.
+    result_db: i64,
     delete_results: bool,
     poll_interval: Duration,
 }
 
 impl ResultReader {
-    pub(super) fn new(hub: Arc<Hub>, results: ConnectionManager, delete_results: bool, poll: Duration) -> Self {
-        ResultReader { hub, results, delete_results, poll_interval: poll.max(MIN_POLL_INTERVAL) }
+    /// A reader over `hub`; starts the janitor that deletes late result keys, fed by
+    /// `janitor` (from [`Hub::start`]). The janitor ends with the hub.
+    pub(super) fn new(
+        (hub, janitor): (Arc<Hub>, mpsc::Receiver<String>),
+        results: ConnectionManager,
+        result_db: i64,
+        delete_results: bool,
+        poll: Duration,
+    ) -> Self {
+        let reader =
+            ResultReader { hub, results, result_db, delete_results, poll_interval: poll.max(MIN_POLL_INTERVAL) };
+        tokio::spawn(run_janitor(Arc::downgrade(&reader.hub), reader.results.clone(), janitor));
+        reader
+    }
+
+    /// Watches `task_id`'s result key for `watch` (see [`CeleryBroker::watch_late`]).
+    ///
+    /// [`CeleryBroker::watch_late`]: super::broker::CeleryBroker::watch_late
+    pub(super) async fn watch_late(&self, task_id: &str, watch: Duration) {
+        if !self.hub.watch_late(task_id, Instant::now() + watch) {
+            tracing::debug!(%task_id, "too many late watches; its result key is left to expire");
+            return;
+        }
+        let sink = self.hub.lock().sink.clone();
+        if let Some(mut sink) = sink {
+            let _ = timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(result_key(task_id))).await;
+        }
+        // A value written before the subscription is seen now.
+        let _ = self.hub.janitor.try_send(task_id.to_owned());
+    }
+
+    /// `MEMORY USAGE` of `task_id`'s result key: what Redis spends on it, key and
+    /// overhead included; `None` if there is no such key.
+    pub(super) async fn memory_usage(&self, task_id: &str) -> Result<Option<u64>, BrokerError> {
+        let key = result_key(task_id);
+        let mut results = self.results.clone();
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut results)
+            .await
+            .map_err(BrokerError::unavailable(RESULT_BACKEND, format!("MEMORY USAGE {key:?}")))
+    }
+
+    /// Logs, once per process, that a result arrived by pub/sub but its key is not in the
+    /// configured result database.
+    fn warn_missing_key(&self, task_id: &str) {
+        if !self.hub.warned_missing_key.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %task_id,
+                result_db = self.result_db,
+                "a result arrived by pub/sub but its key celery-task-meta-{task_id} is not in database {} of \
+                 the result backend: the workers' result_backend most likely names another Redis database than \
+                 shadow.celery.result_url (pub/sub channels are shared by all databases, keys are not)",
+                self.result_db
+            );
+        }
     }
 
     /// Registers a waiter for `task_id`; it is not subscribed yet.
@@ -299,12 +415,79 @@ impl ResultReader {
         results.get(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("GET {key:?}")))
     }
 
-    async fn delete(&self, task_id: &str) -> Result<(), BrokerError> {
+    /// Deletes the result key; returns whether there was one.
+    async fn delete(&self, task_id: &str) -> Result<bool, BrokerError> {
         let key = result_key(task_id);
         let mut results = self.results.clone();
-        let _: u64 =
+        let deleted: u64 =
             results.del(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("DEL {key:?}")))?;
-        Ok(())
+        Ok(deleted > 0)
+    }
+
+    async fn exists(&self, task_id: &str) -> Result<bool, BrokerError> {
+        let key = result_key(task_id);
+        let mut results = self.results.clone();
+        results.exists(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("EXISTS {key:?}")))
+    }
+}
+
+/// The janitor: for each late-watched task whose channel carried a value (or whose watch
+/// began or ended), reads the key and deletes it if it holds a final state or something
+/// unreadable. A watch ends at its time or when its key is deleted.
+async fn run_janitor(hub: Weak<Hub>, results: ConnectionManager, mut ids: mpsc::Receiver<String>) {
+    let mut tick = tokio::time::interval(JANITOR_TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let (ids_to_check, ending) = tokio::select! {
+            id = ids.recv() => match id {
+                Some(id) => (vec![id], false),
+                None => return,
+            },
+            _ = tick.tick() => match hub.upgrade() {
+                Some(hub) => (hub.expired_late(Instant::now()), true),
+                None => return,
+            },
+        };
+        for task_id in ids_to_check {
+            let done = clean_late(&results, &task_id).await;
+            let Some(hub) = hub.upgrade() else { return };
+            if done || ending {
+                if let Some(mut sink) = hub.unwatch_late(&task_id) {
+                    tokio::spawn(async move {
+                        let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(result_key(&task_id))).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Deletes a late task's result key if it holds a final state (or an unreadable value);
+/// returns whether the task is done with.
+async fn clean_late(results: &ConnectionManager, task_id: &str) -> bool {
+    let key = result_key(task_id);
+    let mut connection = results.clone();
+    let value: Option<Vec<u8>> = match connection.get(&key).await {
+        Ok(value) => value,
+        Err(error) => {
+            tracing::debug!(%error, %task_id, "janitor cannot read a late result key");
+            return false;
+        }
+    };
+    let Some(value) = value else { return false };
+    let final_or_unreadable = parse_result(&value).map_or(true, |result| result.state.is_final());
+    if !final_or_unreadable {
+        return false;
+    }
+    match connection.del::<_, u64>(&key).await {
+        Ok(_) => {
+            tracing::debug!(%task_id, "late result key deleted");
+            true
+        }
+        Err(error) => {
+            tracing::debug!(%error, %task_id, "janitor cannot delete a late result key");
+            false
+        }
     }
 }
 
@@ -355,6 +538,17 @@ impl Waiter {
     /// deadline, makes the wait fail, since its failure leaves "lost" unproven. A value
     /// that is not a Celery result fails the wait with [`BrokerError::BadResult`].
     pub async fn wait(mut self, deadline: Duration) -> Result<WaitOutcome, BrokerError> {
+        let waited = self.wait_for(deadline).await;
+        if let Err(BrokerError::BadResult { .. }) = &waited {
+            // No reader can use it, and it would stay for the backend's expiry.
+            if let Err(error) = self.reader.delete(&self.task_id).await {
+                tracing::debug!(%error, task_id = %self.task_id, "could not delete an unreadable result key");
+            }
+        }
+        waited
+    }
+
+    async fn wait_for(&mut self, deadline: Duration) -> Result<WaitOutcome, BrokerError> {
         let until = Instant::now() + deadline;
         let mut poll = tokio::time::interval(self.reader.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -419,11 +613,24 @@ impl Waiter {
             }
         }
         let retries_seen = progress.retries_seen;
-        if self.reader.delete_results {
-            if let Err(error) = self.reader.delete(&self.task_id).await {
-                // The result is in hand; the key expires on its own (a day by default).
-                tracing::warn!(%error, task_id = %self.task_id, "could not delete the result key");
+        let key_found = if self.reader.delete_results {
+            match self.reader.delete(&self.task_id).await {
+                Ok(found) => Some(found),
+                Err(error) => {
+                    // The result is in hand; the key expires on its own (a day by default).
+                    tracing::warn!(%error, task_id = %self.task_id, "could not delete the result key");
+                    None
+                }
             }
+        } else if source == Source::Published {
+            self.reader.exists(&self.task_id).await.ok()
+        } else {
+            None
+        };
+        // A worker writes the key, then publishes: a published result without its key was
+        // written to another database.
+        if source == Source::Published && key_found == Some(false) {
+            self.reader.warn_missing_key(&self.task_id);
         }
         Ok(WaitOutcome::Final { result, retries_seen })
     }
