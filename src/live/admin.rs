@@ -11,11 +11,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::listener::{self, Activity, ConnectionLimits, TimedIo};
 use crate::live::metrics::{self, LiveGauges};
 use crate::live::mirror::Mirror;
 use crate::live::proxy::ProxyStats;
@@ -34,6 +35,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// The shadow, for its submission count and queue depth.
     pub shadow: Arc<crate::live::shadow::Shadow>,
+    /// The byte budget of pending evaluations, for its gauge.
+    pub budget: Arc<crate::live::mirror::budget::Budget>,
 }
 
 type Body = Full<Bytes>;
@@ -76,6 +79,8 @@ impl AdminState {
             in_flight: self.mirror.in_flight() as u64,
             breaker_state: self.live.breaker.state().as_gauge(),
             sampling_percent: self.live.sampler.percent(),
+            pending_bytes: self.budget.held(),
+            pending_bytes_limit: self.budget.limit(),
         };
         metrics::render(&self.live.snapshot(), &self.proxy.snapshot(), &live)
     }
@@ -129,30 +134,41 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves the admin endpoints until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// Serves the admin endpoints until `shutdown`, closing connections that stay silent past
+/// `limits` (see [`listener`]).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
+    builder.http2().timer(TokioTimer::new());
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener::accept(&listener, state.proxy.accept_errors()) => accepted,
         };
         let state = Arc::clone(&state);
         let builder = builder.clone();
         tokio::spawn(async move {
+            let activity = Activity::new();
+            let requests = Arc::clone(&activity);
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(state.handle(request).await) }
+                let busy = requests.request();
+                async move {
+                    let response = state.handle(request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
             });
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%error, "admin connection ended with an error");
+            let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity)));
+            match listener::guard(builder.serve_connection(io, service), activity, limits).await {
+                Some(Err(error)) => tracing::debug!(%error, "admin connection ended with an error"),
+                Some(Ok(())) => {}
+                None => tracing::debug!("admin connection closed: silent past its timeout"),
             }
         });
     }

@@ -8,13 +8,15 @@
 //! - [`state`]: the shared statistics and accounting behind one small handle;
 //! - [`admin`] and [`metrics`]: `/report`, `/report.json`, `/metrics`, `/healthz`;
 //! - [`record`]: judged evaluations appended as fixture lines;
-//! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share.
+//! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share;
+//! - [`listener`]: accepting under descriptor pressure, closing silent connections.
 //!
 //! Judging is not done here: every finished evaluation goes to [`crate::judge::engine`],
 //! the same code replay uses.
 
 pub mod admin;
 pub mod http_client;
+pub mod listener;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
