@@ -38,6 +38,8 @@ pub struct LiveConfig {
     pub legacy_url: Option<String>,
     /// Time to the legacy response head before a 504.
     pub legacy_timeout: Duration,
+    /// Cap on connections of the legacy result polls.
+    pub legacy_max_connections: usize,
     /// How the legacy outcome is obtained.
     pub legacy_outcome: OutcomeRule,
     /// Which requests are evaluation submissions.
@@ -352,6 +354,9 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
     if s.max_in_flight == 0 {
         c.add("shadow.max_in_flight", "must be at least 1");
     }
+    if raw.legacy.max_connections == Some(0) {
+        c.add("legacy.max_connections", "must be at least 1");
+    }
     if p.header_timeout_ms == 0 {
         c.add("proxy.header_timeout_ms", "must be at least 1");
     }
@@ -440,6 +445,7 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         idle_timeout: Duration::from_millis(p.idle_timeout_ms.max(1)),
         legacy_url,
         legacy_timeout: Duration::from_millis(raw.legacy.timeout_ms.unwrap_or(30_000)),
+        legacy_max_connections: raw.legacy.max_connections.unwrap_or(256).max(1),
         legacy_outcome,
         routes,
         shadow,

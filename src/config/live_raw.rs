@@ -92,6 +92,9 @@ pub struct RawLegacy {
     pub url: String,
     /// Time to the response head before the client gets a 504.
     pub timeout_ms: Option<u64>,
+    /// Most connections shadowdiff's own requests to legacy (result polls) hold at once;
+    /// more polls wait for one. Client requests are forwarded on a pool of their own.
+    pub max_connections: Option<usize>,
     /// How the legacy final outcome is obtained.
     pub outcome: RawOutcome,
 }

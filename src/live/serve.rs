@@ -57,7 +57,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on admin.listen {}", live_config.admin_listen))?;
 
-    let client = HttpClient::default();
+    // Result polls of legacy, capped like the shadow's requests: descriptors stay bounded.
+    let client = HttpClient::with_max_connections(live_config.legacy_max_connections);
     let shutdown = CancellationToken::new();
     let shadow = Arc::new(build_shadow(&live_config, shutdown.clone()).await?);
     let recorder = match &live_config.record {

@@ -35,7 +35,7 @@ impl Budget {
 
     /// Reserves `bytes` if they fit under the cap.
     pub fn try_reserve(self: &Arc<Self>, bytes: u64) -> Option<Reservation> {
-        self.take(bytes).then(|| Reservation { budget: Arc::clone(self), bytes })
+        self.take(bytes).then(|| Reservation { budget: Arc::clone(self), bytes: AtomicU64::new(bytes) })
     }
 
     /// Adds `bytes` to what is held if the total stays under the cap.
@@ -51,29 +51,36 @@ impl Budget {
     }
 }
 
-/// Bytes reserved for one evaluation; released when dropped.
+/// Bytes reserved for one evaluation; released when dropped. Both sides of an evaluation
+/// may grow it while they run, hence the atomic.
 #[derive(Debug)]
 pub struct Reservation {
     budget: Arc<Budget>,
-    bytes: u64,
+    bytes: AtomicU64,
 }
 
 impl Reservation {
     /// Bytes reserved.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes.load(Ordering::Acquire)
     }
 
     /// Sets the reservation to `bytes`, what the evaluation holds now. Shrinking always
     /// succeeds; growing past the cap fails and leaves the reservation as it was.
-    pub fn resize(&mut self, bytes: u64) -> bool {
-        if bytes <= self.bytes {
-            self.budget.held.fetch_sub(self.bytes - bytes, Ordering::AcqRel);
-            self.bytes = bytes;
+    pub fn resize(&self, bytes: u64) -> bool {
+        let current = self.bytes();
+        if bytes <= current {
+            self.budget.held.fetch_sub(current - bytes, Ordering::AcqRel);
+            self.bytes.fetch_sub(current - bytes, Ordering::AcqRel);
             return true;
         }
-        if self.budget.take(bytes - self.bytes) {
-            self.bytes = bytes;
+        self.grow(bytes - current)
+    }
+
+    /// Adds `extra` bytes if they fit under the cap.
+    pub fn grow(&self, extra: u64) -> bool {
+        if self.budget.take(extra) {
+            self.bytes.fetch_add(extra, Ordering::AcqRel);
             true
         } else {
             false
@@ -83,7 +90,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.budget.held.fetch_sub(*self.bytes.get_mut(), Ordering::AcqRel);
     }
 }
 
@@ -96,7 +103,7 @@ mod tests {
         let budget = Budget::new(100);
         let a = budget.try_reserve(60).expect("fits");
         assert!(budget.try_reserve(41).is_none());
-        let mut b = budget.try_reserve(40).expect("fits exactly");
+        let b = budget.try_reserve(40).expect("fits exactly");
         assert_eq!(budget.held(), 100);
         assert!(b.resize(10));
         assert_eq!(budget.held(), 70);

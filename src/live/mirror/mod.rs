@@ -136,7 +136,7 @@ impl Mirror {
                 return Err(NotMirrored::LegacyError)
             }
         };
-        let mut reservation = reservation.ok_or(NotMirrored::MemoryBudget)?;
+        let reservation = reservation.ok_or(NotMirrored::MemoryBudget)?;
         let body = match exchange.request_body {
             Captured::Complete(body) if body.len() <= self.config.max_mirror_body_bytes => body,
             Captured::Complete(_) | Captured::TooLarge => return Err(NotMirrored::BodyTooLarge),
@@ -190,9 +190,15 @@ impl Mirror {
 
     /// Runs both sides to their final outcomes, then judges, counts and records.
     async fn evaluate(&self, accepted: Accepted) {
-        let Accepted { job, legacy_status_body, submit_ms, permit, mut reservation } = accepted;
-        let legacy = self.legacy_side(&job, &legacy_status_body, submit_ms);
-        let shadow = self.shadow.run(&job, &mut reservation);
+        let Accepted { job, legacy_status_body, submit_ms, permit, reservation } = accepted;
+        let legacy = async {
+            let side = self.legacy_side(&job, &legacy_status_body, submit_ms).await;
+            // The legacy outcome is held until the shadow's arrives: it counts too. If it
+            // does not fit, it is dropped now; the shadow still runs to its end (a Celery
+            // task is then cleaned up as usual) and the evaluation is not compared.
+            reservation.grow(json_bytes(&side)).then_some(side)
+        };
+        let shadow = self.shadow.run(&job, &reservation);
         let (legacy, shadow) = tokio::join!(legacy, shadow);
         drop(permit);
         let (shadow, retries) = match shadow {
@@ -210,6 +216,11 @@ impl Mirror {
                 }
                 return;
             }
+        };
+        let Some(legacy) = legacy else {
+            tracing::debug!(eval_id = %job.eval_id, "legacy outcome over the byte budget: not compared");
+            self.live.unmirror(NotMirrored::MemoryBudget);
+            return;
         };
         let request = job.request();
         let shadow_failed = !matches!(shadow, Side::Ok { .. });
@@ -278,6 +289,23 @@ impl Mirror {
             }
         }
     }
+}
+
+/// The size of a value's JSON, without building it.
+fn json_bytes(value: &impl serde::Serialize) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn text_at(document: &Value, tokens: &[String]) -> Option<String> {

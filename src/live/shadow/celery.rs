@@ -87,7 +87,7 @@ impl CeleryShadow {
     /// Enqueues the task and waits for its final result, leaving nothing behind: a task
     /// given up on is removed from the queue if still there, otherwise revoked (if
     /// configured) and its result key watched and deleted when a late worker writes it.
-    pub async fn run(&self, job: &Job, reservation: &mut Reservation) -> ShadowRun {
+    pub async fn run(&self, job: &Job, reservation: &Reservation) -> ShadowRun {
         let Some(code) = job.code() else {
             return ShadowRun::NotCompared(NotMirrored::MissingCode, "no code in the request body".into());
         };

@@ -102,7 +102,7 @@ pub enum Shadow {
 impl Shadow {
     /// Runs one job to its final shadow outcome (or error, or loss). What the shadow
     /// holds beyond the job (a Celery message) is added to `reservation`.
-    pub async fn run(&self, job: &Job, reservation: &mut Reservation) -> ShadowRun {
+    pub async fn run(&self, job: &Job, reservation: &Reservation) -> ShadowRun {
         match self {
             Shadow::Http(shadow) => shadow.run(job).await,
             Shadow::Celery(shadow) => shadow.run(job, reservation).await,
