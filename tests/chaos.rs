@@ -346,3 +346,27 @@ async fn the_retained_result_bytes_are_what_redis_measures() {
     let ratio = gauge / measured as f64;
     assert!((0.9..=1.1).contains(&ratio), "gauge {gauge} vs MEMORY USAGE {measured}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_descriptors_accept_backs_off_counts_and_recovers_at_once() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let sidecar = Sidecar::start_with_open_files(&http_config(&legacy.url(), &shadow.url(), ""), 64);
+
+    // More idle connections than the sidecar has descriptors: its accepts fail.
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        idle.push(tokio::net::TcpStream::connect(sidecar.proxy).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(idle);
+
+    let started = Instant::now();
+    let reply = sidecar.submit("fd-1", "print(1)").await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert!(started.elapsed() < Duration::from_secs(1), "a client waited {:?}", started.elapsed());
+    let errors = sidecar.metric("shadowdiff_accept_errors_total").await;
+    assert!(errors >= 1.0, "accept failed and was counted: {errors}");
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(report["totals"]["match"], 1, "{report:#}");
+}
