@@ -107,18 +107,19 @@ impl CeleryBroker {
     pub async fn connect(config: BrokerConfig) -> Result<CeleryBroker, BrokerError> {
         let broker_client = open_client(&config.broker_url, BROKER)?;
         let result_client = open_client(&config.result_url, RESULT_BACKEND)?;
-        let broker_db =
-            u32::try_from(broker_client.get_connection_info().redis.db).map_err(|_| BrokerError::BadUrl {
+        let broker_db = u32::try_from(broker_client.get_connection_info().redis_settings().db()).map_err(|_| {
+            BrokerError::BadUrl {
                 which: BROKER,
                 source: (redis::ErrorKind::InvalidClientConfig, "the database number is negative").into(),
-            })?;
+            }
+        })?;
         let broker = manager(broker_client, BROKER).await?;
         let results = if config.result_url == config.broker_url {
             broker.clone()
         } else {
             manager(result_client.clone(), RESULT_BACKEND).await?
         };
-        let result_db = result_client.get_connection_info().redis.db;
+        let result_db = result_client.get_connection_info().redis_settings().db();
         let hub = Hub::start(result_client).await?;
         let reader = ResultReader::new(hub, results, result_db, config.delete_results, config.result_poll_interval);
         Ok(CeleryBroker {
@@ -229,17 +230,16 @@ fn open_client(url: &str, which: &'static str) -> Result<redis::Client, BrokerEr
 
 /// A reconnecting multiplexed connection that fails fast.
 ///
-/// redis-rs 0.27 hands `set_factor` to backon as the *multiplier* of a delay that starts
-/// at 1 s (redis-rs issues #1556, #1830): its defaults retry 6 times up to 60 s apart, so
-/// an unreachable Redis would hold `connect` and every command for minutes. One retry,
-/// capped at 1 s, makes a command fail within a few seconds instead, and the next one
-/// tries again.
+/// redis-rs retries a lost connection 6 times by default, up to minutes apart, so an
+/// unreachable Redis would hold `connect` and every command for a long time. One retry
+/// after 100 ms, each attempt capped at [`CONNECT_TIMEOUT`], makes a command fail within
+/// a few seconds instead, and the next one tries again.
 async fn manager(client: redis::Client, which: &'static str) -> Result<ConnectionManager, BrokerError> {
     let config = ConnectionManagerConfig::new()
-        .set_factor(2)
-        .set_max_delay(1000)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_secs(1))
         .set_number_of_retries(1)
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(RESPONSE_TIMEOUT);
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
     ConnectionManager::new_with_config(client, config).await.map_err(BrokerError::unavailable(which, "connect".into()))
 }
