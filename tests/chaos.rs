@@ -314,13 +314,35 @@ async fn an_unreadable_result_is_shadow_unreadable_and_its_key_deleted() {
     let queue = queue("pickle");
     let _worker = Worker::start_on(&redis.url(0), &[&queue], 1, &[("EVALSTACK_RESULT_SERIALIZER", "pickle")]);
     let legacy = legacy_py::LegacyService::start(10.0);
-    let sidecar = Sidecar::start(&celery_config(&legacy.url, &redis, &queue, 10_000, ""));
+    let sidecar = Sidecar::start_logging(&celery_config(&legacy.url, &redis, &queue, 10_000, ""));
 
     submit_codes(&sidecar, "u", &["print(1)", "print(2)"]).await;
     let report = sidecar.settled(2, None).await;
     assert_eq!(report["accounting"]["not_mirrored"], json!({"shadow_unreadable": 2}), "{report:#}");
     assert_eq!(report["accounting"]["judged"], 0);
     eventually("no result keys left", Duration::from_secs(5), || redis.keys("celery-task-meta-*").is_empty()).await;
+    let log = sidecar.log();
+    let told = log.lines().filter(|l| l.contains(r#"set result_serializer = "json" and accept_content = ["json"]"#));
+    assert_eq!(told.count(), 1, "one clear line naming the worker settings:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_written_to_another_database_are_noticed_and_named() {
+    let redis = OwnRedis::start();
+    let queue = queue("otherdb");
+    // The workers' result backend is database 1; shadowdiff is told database 0.
+    let _worker = Worker::start_on(&redis.url(0), &[&queue], 1, &[("SHADOWDIFF_RESULT_URL", &redis.url(1))]);
+    let legacy = legacy_py::LegacyService::start(10.0);
+    let sidecar = Sidecar::start_logging(&celery_config(&legacy.url, &redis, &queue, 10_000, ""));
+
+    submit_codes(&sidecar, "o", &["print(1)", "print(2)"]).await;
+    let report = sidecar.settled(2, None).await;
+    // Pub/sub channels span databases, so the results still arrive...
+    assert_eq!(report["totals"]["match"], 2, "{report:#}");
+    // ...but the warning names the misconfiguration, once.
+    let log = sidecar.log();
+    let told = log.lines().filter(|l| l.contains("names another Redis database than shadow.celery.result_url"));
+    assert_eq!(told.count(), 1, "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

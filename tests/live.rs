@@ -373,3 +373,24 @@ async fn a_malformed_client_body_is_a_client_error_not_a_legacy_one() {
     assert_eq!(sidecar.metric("shadowdiff_legacy_timeout_total").await, 0.0);
     assert_eq!(shadow.submissions(), 0);
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_after_its_whole_submission_still_gets_it_judged() {
+    let legacy = EvalApi::start(Behaviour { submit_delay: Duration::from_millis(300), ..Behaviour::default() }).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let sidecar = Sidecar::start(&http_config(&legacy.url(), &shadow.url(), ""));
+
+    let url = sidecar.url("/evaluations");
+    let body = r#"{"eval_id":"gone-1","code":"print(1)","language":"python"}"#;
+    let client = tokio::spawn(async move {
+        send(&sidecar::client(), Method::POST, &url, &[("content-type", "application/json")], body).await
+    });
+    // The submission is with legacy: the client gives up before the answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.abort();
+
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(report["totals"]["match"], 1, "{report:#}");
+    assert_eq!(report["accounting"]["judged"], 1);
+    assert_eq!((legacy.submissions(), shadow.submissions()), (1, 1));
+}

@@ -79,6 +79,23 @@ impl Sidecar {
         Sidecar::spawn(command, dir)
     }
 
+    /// Like [`Sidecar::start`], with its log (warnings and above) written to a file that
+    /// [`Sidecar::log`] reads.
+    pub fn start_logging(config: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shadowdiff.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shadowdiff"));
+        command.args(["serve", "--config"]).arg(&path).stderr(log);
+        Sidecar::spawn(command, dir)
+    }
+
+    /// What [`Sidecar::start_logging`] logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
     /// Like [`Sidecar::start`], under `ulimit -n open_files` (soft and hard: the sidecar
     /// cannot raise it).
     pub fn start_with_open_files(config: &str, open_files: u64) -> Sidecar {
@@ -95,12 +112,7 @@ impl Sidecar {
     }
 
     fn spawn(mut command: Command, dir: tempfile::TempDir) -> Sidecar {
-        let mut child = command
-            .env("SHADOWDIFF_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn shadowdiff");
+        let mut child = command.env("SHADOWDIFF_LOG", "warn").stdout(Stdio::piped()).spawn().expect("spawn shadowdiff");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read LISTENING line");
