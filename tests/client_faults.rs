@@ -162,3 +162,21 @@ async fn the_exchange_carries_the_clients_headers_without_hop_by_hop_fields() {
         assert!(!exchange.headers.contains_key(absent), "{absent} in {:?}", exchange.headers);
     }
 }
+
+#[tokio::test]
+async fn a_later_head_that_stalls_is_closed_at_the_header_timeout() {
+    let legacy = upstream().route("/", reply(200).body("ok")).start().await;
+    let proxy = proxy_to(&legacy).timeouts(Duration::from_millis(300), Duration::from_secs(30)).start().await;
+
+    let mut stream = raw(&proxy, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let mut buffer = [0u8; 256];
+    let read = within("the answer", stream.read(&mut buffer)).await.expect("read");
+    assert!(String::from_utf8_lossy(&buffer[..read]).ends_with("ok"));
+    // Half a head, then nothing: closed after the header timeout, long before the idle one.
+    stream.write_all(b"GET / HTTP/1.1\r\nhos").await.expect("partial head");
+    let started = Instant::now();
+    assert_eq!(read_to_close(&mut stream).await, "");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(legacy.seen().len(), 1);
+}

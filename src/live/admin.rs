@@ -157,7 +157,7 @@ pub async fn serve(
             let requests = Arc::clone(&activity);
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
-                let busy = requests.request();
+                let busy = requests.request(request.version() == hyper::Version::HTTP_2);
                 async move {
                     let response = state.handle(request).await;
                     drop(busy);

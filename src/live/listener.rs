@@ -119,6 +119,9 @@ pub struct Activity {
     requests: AtomicU64,
     /// Requests whose response is not finished yet.
     busy: AtomicUsize,
+    /// HTTP/2: bytes between requests are frames (pings, window updates), not the start of
+    /// a head, so only the idle timeout applies between requests.
+    multiplexed: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -130,6 +133,7 @@ impl Activity {
             head_started_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
+            multiplexed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -145,14 +149,20 @@ impl Activity {
     fn read(&self) {
         let now = self.now_ms();
         self.last_ms.store(now, Ordering::Relaxed);
-        if self.busy.load(Ordering::Relaxed) == 0 && self.requests.load(Ordering::Relaxed) > 0 {
+        if self.busy.load(Ordering::Relaxed) == 0
+            && self.requests.load(Ordering::Relaxed) > 0
+            && !self.multiplexed.load(Ordering::Relaxed)
+        {
             let _ = self.head_started_ms.compare_exchange(0, now + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
-    /// A request head arrived; the connection counts as busy until the returned guard is
-    /// dropped (keep it in the response body).
-    pub fn request(self: &Arc<Self>) -> Busy {
+    /// A request head arrived (over HTTP/2 when `multiplexed`); the connection counts as
+    /// busy until the returned guard is dropped (keep it in the response body).
+    pub fn request(self: &Arc<Self>, multiplexed: bool) -> Busy {
+        if multiplexed {
+            self.multiplexed.store(true, Ordering::Relaxed);
+        }
         self.head_started_ms.store(0, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -269,11 +279,26 @@ mod tests {
     fn the_first_head_is_due_at_the_header_timeout_then_idle_counts() {
         let activity = Activity::new();
         assert_eq!(activity.deadline(LIMITS), Some(activity.opened + LIMITS.header_timeout));
-        let busy = activity.request();
+        let busy = activity.request(false);
         assert_eq!(activity.deadline(LIMITS), None);
         drop(busy);
         let due = activity.deadline(LIMITS).expect("idle deadline");
         assert!(due >= activity.opened + LIMITS.idle_timeout, "{due:?}");
+    }
+
+    #[test]
+    fn bytes_between_requests_start_a_head_over_http1_only() {
+        let http1 = Activity::new();
+        drop(http1.request(false));
+        http1.read();
+        let due = http1.deadline(LIMITS).expect("deadline");
+        assert!(due <= Instant::now() + LIMITS.header_timeout, "a started head is due at the header timeout");
+
+        let http2 = Activity::new();
+        drop(http2.request(true));
+        http2.read();
+        let due = http2.deadline(LIMITS).expect("deadline");
+        assert!(due > Instant::now() + LIMITS.header_timeout, "frames between HTTP/2 requests only count as activity");
     }
 
     #[tokio::test]
@@ -281,7 +306,7 @@ mod tests {
         let silent = guard(std::future::pending::<()>(), Activity::new(), LIMITS).await;
         assert_eq!(silent, None);
         let activity = Activity::new();
-        let busy = activity.request();
+        let busy = activity.request(false);
         let finished = guard(tokio::time::sleep(Duration::from_millis(500)), Arc::clone(&activity), LIMITS).await;
         assert_eq!(finished, Some(()));
         drop(busy);

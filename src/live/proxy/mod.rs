@@ -182,7 +182,7 @@ fn spawn_connection(
     let requests = Arc::clone(&activity);
     let service = service_fn(move |request: Request<Incoming>| {
         let forwarder = Arc::clone(&forwarder);
-        let busy = requests.request();
+        let busy = requests.request(request.version() == hyper::Version::HTTP_2);
         let span = debug_span!("request", method = %request.method(), path = %request.uri().path());
         async move {
             let response = forwarder.forward(request, peer).instrument(span).await;
