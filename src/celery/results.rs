@@ -27,7 +27,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant, MissedTickBehavior};
 
 /// How long a `SUBSCRIBE` or `UNSUBSCRIBE` may wait for its reply before the waiter goes
 /// on relying on polling.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages buffered per waiter. A task writes a handful of states; if a waiter is so far
 /// behind that its buffer is full, the message is dropped and its polling sees the value.
 const WAITER_BUFFER: usize = 8;
@@ -48,8 +48,7 @@ const ECHO_GRACE: Duration = Duration::from_millis(500);
 const JANITOR_BUFFER: usize = 1024;
 /// Most tasks watched for late results at once (a few hundred bytes each).
 pub const MAX_LATE_WATCHES: usize = 100_000;
-/// How often the janitor ends the watches whose time is up.
-const JANITOR_TICK: Duration = Duration::from_secs(1);
+
 
 /// What waiting for a task came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,7 +187,7 @@ impl Hub {
 
     /// Stops watching `task_id`; returns the sink to unsubscribe with, unless a waiter
     /// uses the channel again.
-    fn unwatch_late(&self, task_id: &str) -> Option<PubSubSink> {
+    pub(super) fn unwatch_late(&self, task_id: &str) -> Option<PubSubSink> {
         let mut state = self.lock();
         state.late.remove(task_id)?;
         if state.waiters.contains_key(task_id) {
@@ -198,7 +197,7 @@ impl Hub {
     }
 
     /// Late watches whose time is up.
-    fn expired_late(&self, now: Instant) -> Vec<String> {
+    pub(super) fn expired_late(&self, now: Instant) -> Vec<String> {
         self.lock().late.iter().filter(|(_, until)| **until <= now).map(|(id, _)| id.clone()).collect()
     }
 
@@ -337,7 +336,7 @@ impl ResultReader {
     ) -> Self {
         let reader =
             ResultReader { hub, results, result_db, delete_results, poll_interval: poll.max(MIN_POLL_INTERVAL) };
-        tokio::spawn(run_janitor(Arc::downgrade(&reader.hub), reader.results.clone(), janitor));
+        tokio::spawn(super::janitor::run(Arc::downgrade(&reader.hub), reader.results.clone(), janitor));
         reader
     }
 
@@ -428,66 +427,6 @@ impl ResultReader {
         let key = result_key(task_id);
         let mut results = self.results.clone();
         results.exists(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("EXISTS {key:?}")))
-    }
-}
-
-/// The janitor: for each late-watched task whose channel carried a value (or whose watch
-/// began or ended), reads the key and deletes it if it holds a final state or something
-/// unreadable. A watch ends at its time or when its key is deleted.
-async fn run_janitor(hub: Weak<Hub>, results: ConnectionManager, mut ids: mpsc::Receiver<String>) {
-    let mut tick = tokio::time::interval(JANITOR_TICK);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        let (ids_to_check, ending) = tokio::select! {
-            id = ids.recv() => match id {
-                Some(id) => (vec![id], false),
-                None => return,
-            },
-            _ = tick.tick() => match hub.upgrade() {
-                Some(hub) => (hub.expired_late(Instant::now()), true),
-                None => return,
-            },
-        };
-        for task_id in ids_to_check {
-            let done = clean_late(&results, &task_id).await;
-            let Some(hub) = hub.upgrade() else { return };
-            if done || ending {
-                if let Some(mut sink) = hub.unwatch_late(&task_id) {
-                    tokio::spawn(async move {
-                        let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(result_key(&task_id))).await;
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Deletes a late task's result key if it holds a final state (or an unreadable value);
-/// returns whether the task is done with.
-async fn clean_late(results: &ConnectionManager, task_id: &str) -> bool {
-    let key = result_key(task_id);
-    let mut connection = results.clone();
-    let value: Option<Vec<u8>> = match connection.get(&key).await {
-        Ok(value) => value,
-        Err(error) => {
-            tracing::debug!(%error, %task_id, "janitor cannot read a late result key");
-            return false;
-        }
-    };
-    let Some(value) = value else { return false };
-    let final_or_unreadable = parse_result(&value).map_or(true, |result| result.state.is_final());
-    if !final_or_unreadable {
-        return false;
-    }
-    match connection.del::<_, u64>(&key).await {
-        Ok(_) => {
-            tracing::debug!(%task_id, "late result key deleted");
-            true
-        }
-        Err(error) => {
-            tracing::debug!(%error, %task_id, "janitor cannot delete a late result key");
-            false
-        }
     }
 }
 
@@ -722,64 +661,4 @@ fn remember(list: &mut Vec<Vec<u8>>, value: Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::celery::TaskState;
-
-    const RETRY: &[u8] = br#"{"status": "RETRY", "result": {"exc_type": "RuntimeError", "exc_message": ["try again"], "exc_module": "builtins"}, "traceback": null, "children": [], "date_done": null, "task_id": "t"}"#;
-    const STARTED: &[u8] = br#"{"status": "STARTED", "result": {"pid": 1, "hostname": "w@h"}, "traceback": null, "children": [], "date_done": null, "task_id": "t"}"#;
-    const SUCCESS: &[u8] = br#"{"status": "SUCCESS", "result": 42, "traceback": null, "children": [], "date_done": "2026-11-28T15:38:15.932640+00:00", "task_id": "t"}"#;
-
-    /// Feeds `values` in order; returns (retries, last state, final result if any).
-    fn run(values: &[(Source, &[u8])]) -> (u32, Option<String>, Option<TaskResult>) {
-        let mut progress = Progress::default();
-        for (source, bytes) in values {
-            if let Some(result) = progress.observe("t", *source, bytes).expect("valid result") {
-                return (progress.retries_seen, progress.last_state, Some(result));
-            }
-        }
-        (progress.retries_seen, progress.last_state, None)
-    }
-
-    use Source::{Published as P, Stored as S};
-
-    #[test]
-    fn every_published_retry_counts_even_when_identical() {
-        let (retries, last, done) = run(&[(P, RETRY), (P, RETRY), (P, SUCCESS)]);
-        assert_eq!((retries, last.as_deref()), (2, Some("RETRY")));
-        assert_eq!(done.map(|r| r.state), Some(TaskState::Success(serde_json::json!(42))));
-    }
-
-    #[test]
-    fn a_polled_copy_of_a_published_retry_is_not_counted_again() {
-        // Published first, then read by GET (before or after the next write).
-        assert_eq!(run(&[(P, RETRY), (S, RETRY), (S, RETRY)]).0, 1);
-        assert_eq!(run(&[(P, RETRY), (P, STARTED), (S, RETRY)]).0, 1);
-    }
-
-    #[test]
-    fn a_retry_polled_before_its_publish_arrives_counts_once() {
-        assert_eq!(run(&[(S, RETRY), (P, RETRY)]).0, 1);
-        // ... and a second, identical publish is a second retry.
-        assert_eq!(run(&[(S, RETRY), (P, RETRY), (P, RETRY)]).0, 2);
-    }
-
-    #[test]
-    fn retries_seen_only_by_polling_count_when_the_value_changes() {
-        assert_eq!(run(&[(S, RETRY), (S, STARTED), (S, RETRY)]).0, 1);
-        let (retries, last, done) = run(&[(S, STARTED), (S, RETRY)]);
-        assert_eq!((retries, last.as_deref(), done), (1, Some("RETRY"), None));
-    }
-
-    #[test]
-    fn a_stale_poll_does_not_move_the_last_state_back() {
-        let (_, last, _) = run(&[(P, STARTED), (P, RETRY), (S, STARTED)]);
-        assert_eq!(last.as_deref(), Some("RETRY"));
-    }
-
-    #[test]
-    fn an_unreadable_value_is_an_error_naming_the_task() {
-        let error = Progress::default().observe("t-9", S, b"not json").expect_err("refused");
-        assert!(matches!(&error, BrokerError::BadResult { task_id, .. } if task_id == "t-9"), "{error}");
-    }
-}
+mod tests;
