@@ -77,4 +77,3 @@ async fn clean_late(results: &ConnectionManager, task_id: &str) -> bool {
         }
     }
 }
-

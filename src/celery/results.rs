@@ -49,7 +49,6 @@ const JANITOR_BUFFER: usize = 1024;
 /// Most tasks watched for late results at once (a few hundred bytes each).
 pub const MAX_LATE_WATCHES: usize = 100_000;
 
-
 /// What waiting for a task came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WaitOutcome {

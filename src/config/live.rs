@@ -517,3 +517,64 @@ impl LiveConfig {
         problems
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ParseError};
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Err(ParseError::Invalid(problems)) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(other) => vec![format!("{other:?}")],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn the_fault_limits_are_checked_all_at_once() {
+        let found = problems(
+            r#"
+            [proxy]
+            header_timeout_ms = 0
+            idle_timeout_ms = 0
+            max_mirror_body_bytes = 2048
+            [legacy]
+            max_connections = 0
+            [shadow]
+            max_pending_bytes = 1024
+            [shadow.http]
+            max_connections = 0
+            drop_headers = ["ok", "bad name"]
+            set_headers = { authorization = "line\nbreak" }
+            "#,
+        );
+        assert_eq!(
+            found,
+            [
+                "legacy.max_connections: must be at least 1",
+                "proxy.header_timeout_ms: must be at least 1",
+                "proxy.idle_timeout_ms: must be at least 1",
+                "shadow.max_pending_bytes: must be at least proxy.max_mirror_body_bytes (2048), or no submission of that size could be mirrored",
+                "shadow.http.max_connections: must be at least 1",
+                "shadow.http.drop_headers[1]: \"bad name\" is not a valid header name",
+                "shadow.http.set_headers.authorization: is not a valid header value (visible ASCII only)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_http_shadow_headers_are_typed() {
+        let config = Config::parse(
+            "[shadow.http]\ndrop_headers = [\"Cookie\"]\nset_headers = { Authorization = \"Bearer s\" }\n",
+        )
+        .expect("valid");
+        let super::ShadowKind::Http { headers, max_connections, .. } = &config.live.shadow else {
+            panic!("http shadow")
+        };
+        assert_eq!(*max_connections, 256);
+        assert_eq!(headers.drop, [hyper::header::COOKIE]);
+        assert_eq!(headers.set, [(hyper::header::AUTHORIZATION, hyper::header::HeaderValue::from_static("Bearer s"))]);
+        assert_eq!(config.live.max_pending_bytes, 256 << 20);
+        assert_eq!(config.live.header_timeout, std::time::Duration::from_secs(10));
+    }
+}
