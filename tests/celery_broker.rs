@@ -46,6 +46,7 @@ fn config(queue: &str) -> BrokerConfig {
         layout: PriorityLayout::default(),
         delete_results: false,
         result_poll_interval: Duration::from_millis(100),
+        late_result_watch: Duration::ZERO,
     }
 }
 

@@ -215,7 +215,11 @@ async fn a_worker_stopped_past_the_deadline_runs_nothing_late_and_leaves_no_keys
     let sidecar = Sidecar::start(&celery_config(&legacy.url, &redis, &queue, 1_500, ""));
 
     // Idle, the worker waits in BRPOP: stopped now, it pops one message it cannot run.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the worker waits in BRPOP", Duration::from_secs(10), || {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut redis.connection()).expect("CLIENT LIST");
+        clients.contains("cmd=brpop")
+    })
+    .await;
     worker.pause();
     submit_codes(&sidecar, "p", &["print(1)", "print(2)", "print(3)"]).await;
     let report = sidecar.settled(3, None).await;

@@ -22,6 +22,7 @@
 //!     layout: PriorityLayout::default(),
 //!     delete_results: true,
 //!     result_poll_interval: Duration::from_millis(500),
+//!     late_result_watch: Duration::from_secs(3600),
 //! };
 //! let broker = CeleryBroker::connect(config).await?;
 //! let task = encode_task(&TaskSpec::new("evaluate", "shadow"), &PriorityLayout::default())?;
@@ -68,6 +69,11 @@ pub struct BrokerConfig {
     /// pub/sub, bounding how late a missed publish is noticed. Values under 10 ms count
     /// as 10 ms.
     pub result_poll_interval: Duration,
+    /// When a wait ends lost or revoked, how long the task's result channel stays
+    /// watched afterwards: a late worker's result (or the second REVOKED a worker writes
+    /// when it discards a revoked message) is deleted as soon as it is written. Zero
+    /// watches nothing.
+    pub late_result_watch: Duration,
 }
 
 /// A client of one Celery broker and result backend on Redis. Cheap to clone: clones
@@ -121,7 +127,14 @@ impl CeleryBroker {
         };
         let result_db = result_client.get_connection_info().redis_settings().db();
         let hub = Hub::start(result_client).await?;
-        let reader = ResultReader::new(hub, results, result_db, config.delete_results, config.result_poll_interval);
+        let reader = ResultReader::new(
+            hub,
+            results,
+            result_db,
+            config.delete_results,
+            config.result_poll_interval,
+            config.late_result_watch,
+        );
         Ok(CeleryBroker {
             inner: Arc::new(Inner { queue: config.queue, layout: config.layout, broker, broker_db, reader }),
         })
@@ -193,12 +206,11 @@ impl CeleryBroker {
         Ok(removed > 0)
     }
 
-    /// Keeps watching `task_id`'s result channel for `watch` after its waiter is gone (a
-    /// lost task a worker may still hold, or a revoked one a worker will mark again when
-    /// it discards the message), and deletes the result key as soon as a final state
-    /// lands there. At most [`MAX_LATE_WATCHES`] tasks are watched at once.
-    pub async fn watch_late(&self, task_id: &str, watch: Duration) {
-        self.inner.reader.watch_late(task_id, watch).await;
+    /// Stops watching `task_id`'s result key (see [`BrokerConfig::late_result_watch`]),
+    /// for a task that can no longer write one: [`remove_queued`](Self::remove_queued)
+    /// took it out of the queue. At most [`MAX_LATE_WATCHES`] tasks are watched at once.
+    pub fn forget_late(&self, task_id: &str) {
+        self.inner.reader.forget_late(task_id);
     }
 
     /// What Redis spends on `task_id`'s result key (`MEMORY USAGE`), `None` without one.

@@ -1,8 +1,9 @@
 //! The janitor of late results: a task given up on (lost) or revoked may still get a
 //! result written by a late worker, a day-long key nobody reads. [`super::results::Hub`]
-//! keeps such tasks' result channels subscribed; on each publish, and once when the watch
-//! begins and when it ends, the janitor reads the key and deletes it if it holds a final
-//! state (or something unreadable). Its IO: `GET` and `DEL` on the result backend.
+//! keeps such tasks' result channels subscribed for the whole watch; on each publish, and
+//! once when the watch begins and when it ends, the janitor reads the key and deletes it
+//! if it holds a final state (or something unreadable). Its IO: `GET` and `DEL` on the
+//! result backend.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -36,9 +37,11 @@ pub(super) async fn run(hub: Weak<Hub>, results: ConnectionManager, mut ids: mps
             },
         };
         for task_id in ids_to_check {
-            let done = clean_late(&results, &task_id).await;
+            clean_late(&results, &task_id).await;
             let Some(hub) = hub.upgrade() else { return };
-            if done || ending {
+            // A watch lasts its whole time even after a deletion: a worker writes REVOKED
+            // twice (on the revoke, then when it discards the message).
+            if ending {
                 if let Some(mut sink) = hub.unwatch_late(&task_id) {
                     tokio::spawn(async move {
                         let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(result_key(&task_id))).await;
@@ -50,7 +53,7 @@ pub(super) async fn run(hub: Weak<Hub>, results: ConnectionManager, mut ids: mps
 }
 
 /// Deletes a late task's result key if it holds a final state (or an unreadable value);
-/// returns whether the task is done with.
+/// returns whether it deleted one.
 async fn clean_late(results: &ConnectionManager, task_id: &str) -> bool {
     let key = result_key(task_id);
     let mut connection = results.clone();

@@ -321,6 +321,7 @@ pub(super) struct ResultReader {
     result_db: i64,
     delete_results: bool,
     poll_interval: Duration,
+    late_watch: Duration,
 }
 
 impl ResultReader {
@@ -332,27 +333,38 @@ impl ResultReader {
         result_db: i64,
         delete_results: bool,
         poll: Duration,
+        late_watch: Duration,
     ) -> Self {
-        let reader =
-            ResultReader { hub, results, result_db, delete_results, poll_interval: poll.max(MIN_POLL_INTERVAL) };
+        let poll_interval = poll.max(MIN_POLL_INTERVAL);
+        let reader = ResultReader { hub, results, result_db, delete_results, poll_interval, late_watch };
         tokio::spawn(super::janitor::run(Arc::downgrade(&reader.hub), reader.results.clone(), janitor));
         reader
     }
 
-    /// Watches `task_id`'s result key for `watch` (see [`CeleryBroker::watch_late`]).
-    ///
-    /// [`CeleryBroker::watch_late`]: super::broker::CeleryBroker::watch_late
-    pub(super) async fn watch_late(&self, task_id: &str, watch: Duration) {
-        if !self.hub.watch_late(task_id, Instant::now() + watch) {
+    /// Keeps the channel of a waiter that is about to end watched for late results. Called
+    /// while the waiter still holds its registration, so the channel is never unsubscribed
+    /// in between (the waiter's drop leaves a watched channel subscribed).
+    fn watch_late(&self, task_id: &str) {
+        if self.late_watch.is_zero() {
+            return;
+        }
+        if !self.hub.watch_late(task_id, Instant::now() + self.late_watch) {
             tracing::debug!(%task_id, "too many late watches; its result key is left to expire");
             return;
         }
-        let sink = self.hub.lock().sink.clone();
-        if let Some(mut sink) = sink {
-            let _ = timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(result_key(task_id))).await;
-        }
-        // A value written before the subscription is seen now.
+        // A value written before the watch began is seen now.
         let _ = self.hub.janitor.try_send(task_id.to_owned());
+    }
+
+    /// Ends the late watch of `task_id` and unsubscribes its channel.
+    pub(super) fn forget_late(&self, task_id: &str) {
+        let Some(mut sink) = self.hub.unwatch_late(task_id) else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let channel = result_key(task_id);
+            runtime.spawn(async move {
+                let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(channel)).await;
+            });
+        }
     }
 
     /// `MEMORY USAGE` of `task_id`'s result key: what Redis spends on it, key and
@@ -477,11 +489,20 @@ impl Waiter {
     /// that is not a Celery result fails the wait with [`BrokerError::BadResult`].
     pub async fn wait(mut self, deadline: Duration) -> Result<WaitOutcome, BrokerError> {
         let waited = self.wait_for(deadline).await;
-        if let Err(BrokerError::BadResult { .. }) = &waited {
-            // No reader can use it, and it would stay for the backend's expiry.
-            if let Err(error) = self.reader.delete(&self.task_id).await {
-                tracing::debug!(%error, task_id = %self.task_id, "could not delete an unreadable result key");
+        match &waited {
+            Err(BrokerError::BadResult { .. }) => {
+                // No reader can use it, and it would stay for the backend's expiry.
+                if let Err(error) = self.reader.delete(&self.task_id).await {
+                    tracing::debug!(%error, task_id = %self.task_id, "could not delete an unreadable result key");
+                }
             }
+            // A worker may still write a result for a lost task, and marks a revoked one
+            // again when it discards its message: watch the key, before letting go of it.
+            Ok(WaitOutcome::Lost { .. }) => self.reader.watch_late(&self.task_id),
+            Ok(WaitOutcome::Final { result, .. }) if matches!(result.state, super::TaskState::Revoked(_)) => {
+                self.reader.watch_late(&self.task_id)
+            }
+            _ => {}
         }
         waited
     }

@@ -65,6 +65,7 @@ impl CeleryShadow {
             layout: settings.layout.clone(),
             delete_results: settings.delete_results,
             result_poll_interval: rule.interval.max(Duration::from_millis(100)),
+            late_result_watch: settings.late_result_watch,
         })
         .await?;
         let gauges = Arc::new(CeleryGauges::default());
@@ -129,10 +130,6 @@ impl CeleryShadow {
             }
             Ok(WaitOutcome::Final { result, retries_seen }) => {
                 let outcome_ms = ms_between(submitted_at, Instant::now());
-                if matches!(result.state, TaskState::Revoked(_)) {
-                    // A worker marks a revoked task again when it discards its message.
-                    self.broker.watch_late(&task.task_id, self.settings.late_result_watch).await;
-                }
                 if !self.settings.delete_results {
                     match self.broker.result_memory(&task.task_id).await {
                         Ok(bytes) => {
@@ -162,11 +159,12 @@ impl CeleryShadow {
     }
 
     /// A lost task: out of the queue if it is still there; otherwise a worker holds it, so
-    /// revoke it (if configured) and delete whatever result it writes late.
+    /// revoke it (if configured); the broker deletes whatever result it writes late.
     async fn leave_nothing_behind(&self, task: &EncodedTask) {
         match self.broker.remove_queued(task).await {
             Ok(true) => {
                 tracing::debug!(task_id = %task.task_id, "lost task removed from the queue");
+                self.broker.forget_late(&task.task_id);
                 return;
             }
             Ok(false) => {}
@@ -177,7 +175,6 @@ impl CeleryShadow {
                 tracing::debug!(task_id = %task.task_id, error = %e, "revoke of a lost task failed");
             }
         }
-        self.broker.watch_late(&task.task_id, self.settings.late_result_watch).await;
     }
 
     /// One clear line, once per process: the workers write results shadowdiff cannot read.
