@@ -136,14 +136,20 @@ impl Forwarder {
             Some(record) => Tee::recording(body, self.legacy.max_capture_bytes, record.request_sink()),
             None => Tee::plain(body),
         };
-        let request = self.legacy_request(parts, body, client, record);
-        let result = match request {
-            Err(error) => Err(error),
-            Ok((request, None)) => {
+        let mut record = record;
+        let request = self.legacy_request(parts, body, client, record.as_mut());
+        let result = match (request, record) {
+            (Err(error), record) => {
+                if let Some(record) = record {
+                    record.deliver(error.outcome(), received.elapsed());
+                }
+                Err(error)
+            }
+            (Ok(request), None) => {
                 let result = self.send(request, &body_state).await;
                 result.map(|response| self.relay(response, None, received.elapsed()))
             }
-            Ok((request, Some(record))) => {
+            (Ok(request), Some(record)) => {
                 let (sender, receiver) = oneshot::channel();
                 tokio::spawn(Arc::clone(&self).captured_leg(request, record, body_state, received, sender));
                 receiver.await.unwrap_or_else(|_| Err(ForwardError::Unreachable("legacy leg ended early".into())))
@@ -215,14 +221,14 @@ impl Forwarder {
     }
 
     /// The client's request re-addressed to the legacy upstream, as HTTP/1.1; the record
-    /// (if captured) keeps the client's headers.
+    /// (if captured) keeps the client's headers as they were before the proxy's additions.
     fn legacy_request(
         &self,
         mut parts: hyper::http::request::Parts,
         body: Tee<ClientBody<Incoming>>,
         client: SocketAddr,
-        mut record: Option<ExchangeRecord>,
-    ) -> Result<(LegacyRequest, Option<ExchangeRecord>), ForwardError> {
+        record: Option<&mut ExchangeRecord>,
+    ) -> Result<LegacyRequest, ForwardError> {
         // Host is forwarded as the client sent it. HTTP/2 clients send `:authority`
         // instead, which becomes Host; with neither, hyper sets the legacy authority.
         if !parts.headers.contains_key(HOST) {
@@ -233,7 +239,7 @@ impl Forwarder {
             }
         }
         headers::remove_hop_by_hop(&mut parts.headers);
-        if let Some(record) = record.as_mut() {
+        if let Some(record) = record {
             record.set_headers(parts.headers.clone());
         }
         if let Some(via) = &self.legacy.via {
@@ -252,7 +258,7 @@ impl Forwarder {
         parts.version = Version::HTTP_11;
         // Server-side extensions (upgrade handles and the like) mean nothing upstream.
         parts.extensions = Extensions::new();
-        Ok((Request::from_parts(parts, body), record))
+        Ok(Request::from_parts(parts, body))
     }
 
     /// The legacy response, cleaned of hop-by-hop fields, streaming through a tee.
