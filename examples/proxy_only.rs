@@ -82,6 +82,7 @@ async fn main() -> ExitCode {
         via: Some("1.1 shadowdiff".to_owned()),
         forwarded_headers: true,
         max_capture_bytes: 1 << 20,
+        limits: Default::default(),
     };
 
     let listener = match TcpListener::bind(&args.listen).await {

@@ -46,6 +46,7 @@ fn config(queue: &str) -> BrokerConfig {
         layout: PriorityLayout::default(),
         delete_results: false,
         result_poll_interval: Duration::from_millis(100),
+        late_result_watch: Duration::ZERO,
     }
 }
 
@@ -392,7 +393,10 @@ async fn two_hundred_concurrent_tasks_share_one_pubsub_connection() {
     let waiters: Vec<_> = join_all(tasks.iter().map(|t| broker.submit(t))).await;
     let waiters: Vec<_> = waiters.into_iter().collect::<Result<_, _>>().expect("all submitted");
 
-    assert_eq!(broker.stats(), BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 200 });
+    assert_eq!(
+        broker.stats(),
+        BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 200, late_watches: 0 }
+    );
     let shared: Vec<u64> =
         subscriptions_per_client().iter().filter(|(_, sub)| *sub == 200).map(|(id, _)| *id).collect();
     assert_eq!(shared.len(), 1, "clients subscribed to 200 channels: {shared:?}");
@@ -403,7 +407,7 @@ async fn two_hundred_concurrent_tasks_share_one_pubsub_connection() {
         assert_eq!(result.state, TaskState::Success(trivial_outcome(eval_id)));
     }
 
-    assert_eq!(broker.stats(), BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 0 });
+    assert_eq!(broker.stats(), BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 0, late_watches: 0 });
     // Dropped waiters unsubscribe in the background.
     let started = Instant::now();
     let left = loop {
@@ -525,7 +529,10 @@ async fn a_dropped_pubsub_connection_is_reopened_and_resubscribed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(after.len(), 1, "no new connection subscribed to the 37 channels: {after:?}");
-    assert_eq!(broker.stats(), BrokerStats { pubsub_connected: true, pubsub_connects: 2, waiters: 37 });
+    assert_eq!(
+        broker.stats(),
+        BrokerStats { pubsub_connected: true, pubsub_connects: 2, waiters: 37, late_watches: 0 }
+    );
 
     let waiting = tokio::spawn(join_all(waiters.into_iter().map(|w| w.expect("submitted").wait(TASK_DEADLINE))));
     for task in &tasks {

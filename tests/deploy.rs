@@ -53,10 +53,18 @@ fn rendered() -> String {
         sampling_percent: 50.0,
         celery: true,
         legacy_queue_length: Some(4),
+        pending_bytes: 0,
+        pending_bytes_limit: 256 << 20,
     };
     let readiness = engine.readiness(&snapshot.stats);
-    let proxy =
-        ProxyStatsSnapshot { requests_total: 2, legacy_unreachable_total: 0, legacy_timeout_total: 0, in_flight: 0 };
+    let proxy = ProxyStatsSnapshot {
+        requests_total: 2,
+        legacy_unreachable_total: 0,
+        legacy_timeout_total: 0,
+        in_flight: 0,
+        client_errors_total: 0,
+        accept_errors_total: 0,
+    };
     metrics::render(&snapshot, &proxy, &gauges, &readiness)
 }
 

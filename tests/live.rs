@@ -384,3 +384,90 @@ async fn shutdown_finishes_pending_work_and_flushes_the_recording() {
         .expect("replay");
     assert!(String::from_utf8_lossy(&replay.stdout).contains("shadowdiff: 5 evaluations, 0 malformed lines"));
 }
+
+#[tokio::test]
+async fn the_http_shadow_gets_the_clients_own_request_with_its_headers_and_a_marker() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let config = http_config(&legacy.url(), &shadow.url(), "").replace(
+        "timeout_ms = 2000\n",
+        "timeout_ms = 2000\ndrop_headers = [\"cookie\"]\nset_headers = { authorization = \"Bearer shadow\" }\n",
+    );
+    let sidecar = Sidecar::start(&config);
+    // Spacing and key order a re-serialiser would change: the shadow must get these bytes.
+    let body = r#"{ "language":"python", "code":"print(5)",  "eval_id":"h-1" }"#;
+    let headers = [
+        ("content-type", "application/json; charset=utf-8"),
+        ("authorization", "Bearer client"),
+        ("cookie", "session=1"),
+        ("x-tenant", "t-7"),
+        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    ];
+    let reply = send(&sidecar::client(), Method::POST, &sidecar.url("/evaluations?tenant=t-7"), &headers, body).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(report["totals"]["match"], 1, "{report:#}");
+
+    let seen = shadow.received();
+    assert_eq!(seen.len(), 1);
+    let request = &seen[0];
+    assert_eq!((request.method.as_str(), request.target.as_str()), ("POST", "/evaluations?tenant=t-7"));
+    assert_eq!(request.body, body.as_bytes());
+    let header = |name: &str| request.headers.get(name).map(|v| v.to_str().expect("ascii").to_owned());
+    assert_eq!(header("content-type").as_deref(), Some("application/json; charset=utf-8"));
+    assert_eq!(header("authorization").as_deref(), Some("Bearer shadow"));
+    assert_eq!(header("x-tenant").as_deref(), Some("t-7"));
+    assert_eq!(header("traceparent").as_deref(), Some(headers[4].1));
+    assert_eq!(header("x-shadowdiff").as_deref(), Some("shadow"));
+    assert_eq!(header("cookie"), None);
+    assert_eq!(header("host"), Some(shadow.addr.to_string()), "the shadow's own address");
+    // Legacy got the client's request untouched.
+    let legacy_seen = &legacy.received()[0];
+    assert_eq!(legacy_seen.headers["authorization"], "Bearer client");
+    assert_eq!(legacy_seen.headers["cookie"], "session=1");
+    assert!(!legacy_seen.headers.contains_key("x-shadowdiff"));
+}
+
+#[tokio::test]
+async fn a_malformed_client_body_is_a_client_error_not_a_legacy_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let sidecar = Sidecar::start(&http_config(&legacy.url(), &shadow.url(), ""));
+    let mut stream = tokio::net::TcpStream::connect(sidecar.proxy).await.expect("connect");
+    stream
+        .write_all(b"POST /evaluations HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n4\r\n{\"a\"\r\nxyz\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"), "{}", String::from_utf8_lossy(&answer));
+
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(not_mirrored(&report), json!({"client_error": 1}));
+    assert_eq!(sidecar.metric("shadowdiff_client_errors_total").await, 1.0);
+    assert_eq!(sidecar.metric("shadowdiff_legacy_unreachable_total").await, 0.0);
+    assert_eq!(sidecar.metric("shadowdiff_legacy_timeout_total").await, 0.0);
+    assert_eq!(shadow.submissions(), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_after_its_whole_submission_still_gets_it_judged() {
+    let legacy = EvalApi::start(Behaviour { submit_delay: Duration::from_millis(300), ..Behaviour::default() }).await;
+    let shadow = EvalApi::start(Behaviour::default()).await;
+    let sidecar = Sidecar::start(&http_config(&legacy.url(), &shadow.url(), ""));
+
+    let url = sidecar.url("/evaluations");
+    let body = r#"{"eval_id":"gone-1","code":"print(1)","language":"python"}"#;
+    let client = tokio::spawn(async move {
+        send(&sidecar::client(), Method::POST, &url, &[("content-type", "application/json")], body).await
+    });
+    // The submission is with legacy: the client gives up before the answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.abort();
+
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(report["totals"]["match"], 1, "{report:#}");
+    assert_eq!(report["accounting"]["judged"], 1);
+    assert_eq!((legacy.submissions(), shadow.submissions()), (1, 1));
+}

@@ -62,7 +62,14 @@ async fn status_headers_and_body_pass_through_unchanged() {
 
     assert_eq!(
         proxy.settled_stats().await,
-        ProxyStatsSnapshot { requests_total: 1, legacy_unreachable_total: 0, legacy_timeout_total: 0, in_flight: 0 }
+        ProxyStatsSnapshot {
+            requests_total: 1,
+            legacy_unreachable_total: 0,
+            legacy_timeout_total: 0,
+            in_flight: 0,
+            client_errors_total: 0,
+            accept_errors_total: 0,
+        }
     );
 }
 
@@ -274,7 +281,14 @@ async fn closed_upstream_port_answers_502_and_tells_the_tap() {
     assert_eq!(body_of(response).await, r#"{"error":"legacy upstream unreachable"}"#);
     assert_eq!(
         proxy.settled_stats().await,
-        ProxyStatsSnapshot { requests_total: 1, legacy_unreachable_total: 1, legacy_timeout_total: 0, in_flight: 0 }
+        ProxyStatsSnapshot {
+            requests_total: 1,
+            legacy_unreachable_total: 1,
+            legacy_timeout_total: 0,
+            in_flight: 0,
+            client_errors_total: 0,
+            accept_errors_total: 0,
+        }
     );
     let exchange = tap.next_exchange().await;
     match &exchange.outcome {
@@ -303,7 +317,14 @@ async fn slow_upstream_answers_504_after_the_timeout() {
     assert!(waited < Duration::from_secs(2), "did not time out promptly: {waited:?}");
     assert_eq!(
         proxy.settled_stats().await,
-        ProxyStatsSnapshot { requests_total: 1, legacy_unreachable_total: 0, legacy_timeout_total: 1, in_flight: 0 }
+        ProxyStatsSnapshot {
+            requests_total: 1,
+            legacy_unreachable_total: 0,
+            legacy_timeout_total: 1,
+            in_flight: 0,
+            client_errors_total: 0,
+            accept_errors_total: 0,
+        }
     );
     let exchange = tap.next_exchange().await;
     assert_eq!(exchange.outcome, LegacyOutcome::Timeout);
@@ -409,8 +430,9 @@ async fn client_leaving_mid_response_delivers_a_failed_response_body() {
 }
 
 #[tokio::test]
-async fn client_leaving_before_the_response_head_delivers_cancelled() {
-    let legacy = upstream().route("/evaluations", reply(202).after(Duration::from_secs(30)).body(QUEUED)).start().await;
+async fn client_leaving_after_its_whole_request_still_gets_the_legacy_response_captured() {
+    let legacy =
+        upstream().route("/evaluations", reply(202).after(Duration::from_millis(300)).body(QUEUED)).start().await;
     let tap = RecordingTap::capturing_everything();
     let proxy = proxy_to(&legacy).tap(&tap).start().await;
 
@@ -419,10 +441,15 @@ async fn client_leaving_before_the_response_head_delivers_cancelled() {
     legacy.wait_for_requests(1).await;
     pending.abort();
 
+    // Legacy ran the submission: the exchange carries its answer, not a cancellation.
     let exchange = tap.next_exchange().await;
-    assert_eq!(exchange.outcome, LegacyOutcome::Cancelled);
+    assert_eq!(
+        exchange.outcome,
+        LegacyOutcome::Response { status: StatusCode::ACCEPTED, body: Captured::Complete(Bytes::from(QUEUED)) }
+    );
     assert_eq!(exchange.request_body, Captured::Complete(Bytes::from(EVAL)));
-    assert_eq!(proxy.settled_stats().await.in_flight, 0);
+    let stats = proxy.settled_stats().await;
+    assert_eq!((stats.in_flight, stats.legacy_unreachable_total, stats.client_errors_total), (0, 0, 0));
 }
 
 #[tokio::test]
@@ -453,6 +480,7 @@ async fn invalid_config_is_refused_before_serving() {
         via: None,
         forwarded_headers: false,
         max_capture_bytes: 1024,
+        limits: Default::default(),
     };
     let tap = RecordingTap::capturing_everything();
     let error = serve(listener, config, tap, Arc::new(ProxyStats::new()), CancellationToken::new())

@@ -22,6 +22,7 @@
 //!     layout: PriorityLayout::default(),
 //!     delete_results: true,
 //!     result_poll_interval: Duration::from_millis(500),
+//!     late_result_watch: Duration::from_secs(3600),
 //! };
 //! let broker = CeleryBroker::connect(config).await?;
 //! let task = encode_task(&TaskSpec::new("evaluate", "shadow"), &PriorityLayout::default())?;
@@ -42,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use super::error::{BrokerError, BROKER, RESULT_BACKEND};
-pub use super::results::{BrokerStats, WaitOutcome, Waiter};
+pub use super::results::{BrokerStats, WaitOutcome, Waiter, MAX_LATE_WATCHES};
 
 /// How long one command may wait for its reply. None of ours blocks on the server side
 /// (no `BRPOP`), so a slower reply means Redis or the network is in trouble.
@@ -68,6 +69,11 @@ pub struct BrokerConfig {
     /// pub/sub, bounding how late a missed publish is noticed. Values under 10 ms count
     /// as 10 ms.
     pub result_poll_interval: Duration,
+    /// When a wait ends lost or revoked, how long the task's result channel stays
+    /// watched afterwards: a late worker's result (or the second REVOKED a worker writes
+    /// when it discards a revoked message) is deleted as soon as it is written. Zero
+    /// watches nothing.
+    pub late_result_watch: Duration,
 }
 
 /// A client of one Celery broker and result backend on Redis. Cheap to clone: clones
@@ -107,19 +113,28 @@ impl CeleryBroker {
     pub async fn connect(config: BrokerConfig) -> Result<CeleryBroker, BrokerError> {
         let broker_client = open_client(&config.broker_url, BROKER)?;
         let result_client = open_client(&config.result_url, RESULT_BACKEND)?;
-        let broker_db =
-            u32::try_from(broker_client.get_connection_info().redis.db).map_err(|_| BrokerError::BadUrl {
+        let broker_db = u32::try_from(broker_client.get_connection_info().redis_settings().db()).map_err(|_| {
+            BrokerError::BadUrl {
                 which: BROKER,
                 source: (redis::ErrorKind::InvalidClientConfig, "the database number is negative").into(),
-            })?;
+            }
+        })?;
         let broker = manager(broker_client, BROKER).await?;
         let results = if config.result_url == config.broker_url {
             broker.clone()
         } else {
             manager(result_client.clone(), RESULT_BACKEND).await?
         };
+        let result_db = result_client.get_connection_info().redis_settings().db();
         let hub = Hub::start(result_client).await?;
-        let reader = ResultReader::new(hub, results, config.delete_results, config.result_poll_interval);
+        let reader = ResultReader::new(
+            hub,
+            results,
+            result_db,
+            config.delete_results,
+            config.result_poll_interval,
+            config.late_result_watch,
+        );
         Ok(CeleryBroker {
             inner: Arc::new(Inner { queue: config.queue, layout: config.layout, broker, broker_db, reader }),
         })
@@ -179,6 +194,30 @@ impl CeleryBroker {
             .map_err(BrokerError::unavailable(BROKER, format!("PUBLISH {:?}", revoke.channel)))
     }
 
+    /// Removes `task`'s message from its queue if no worker has taken it yet (`LREM` of
+    /// its exact envelope); returns whether it was still there. A removed task never
+    /// runs, so it needs no revoke and leaves no result.
+    pub async fn remove_queued(&self, task: &EncodedTask) -> Result<bool, BrokerError> {
+        let mut broker = self.inner.broker.clone();
+        let removed: u64 = broker
+            .lrem(&task.list_key, 1, &task.envelope)
+            .await
+            .map_err(BrokerError::unavailable(BROKER, format!("LREM {:?}", task.list_key)))?;
+        Ok(removed > 0)
+    }
+
+    /// Stops watching `task_id`'s result key (see [`BrokerConfig::late_result_watch`]),
+    /// for a task that can no longer write one: [`remove_queued`](Self::remove_queued)
+    /// took it out of the queue. At most [`MAX_LATE_WATCHES`] tasks are watched at once.
+    pub fn forget_late(&self, task_id: &str) {
+        self.inner.reader.forget_late(task_id);
+    }
+
+    /// What Redis spends on `task_id`'s result key (`MEMORY USAGE`), `None` without one.
+    pub async fn result_memory(&self, task_id: &str) -> Result<Option<u64>, BrokerError> {
+        self.inner.reader.memory_usage(task_id).await
+    }
+
     /// Checks that the broker and the result backend answer `PING`. The pub/sub
     /// connection is not part of it: while it reconnects, results are still read by
     /// polling ([`stats`](Self::stats) tells whether it is up).
@@ -203,17 +242,16 @@ fn open_client(url: &str, which: &'static str) -> Result<redis::Client, BrokerEr
 
 /// A reconnecting multiplexed connection that fails fast.
 ///
-/// redis-rs 0.27 hands `set_factor` to backon as the *multiplier* of a delay that starts
-/// at 1 s (redis-rs issues #1556, #1830): its defaults retry 6 times up to 60 s apart, so
-/// an unreachable Redis would hold `connect` and every command for minutes. One retry,
-/// capped at 1 s, makes a command fail within a few seconds instead, and the next one
-/// tries again.
+/// redis-rs retries a lost connection 6 times by default, up to minutes apart, so an
+/// unreachable Redis would hold `connect` and every command for a long time. One retry
+/// after 100 ms, each attempt capped at [`CONNECT_TIMEOUT`], makes a command fail within
+/// a few seconds instead, and the next one tries again.
 async fn manager(client: redis::Client, which: &'static str) -> Result<ConnectionManager, BrokerError> {
     let config = ConnectionManagerConfig::new()
-        .set_factor(2)
-        .set_max_delay(1000)
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_secs(1))
         .set_number_of_retries(1)
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(RESPONSE_TIMEOUT);
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT));
     ConnectionManager::new_with_config(client, config).await.map_err(BrokerError::unavailable(which, "connect".into()))
 }

@@ -58,6 +58,7 @@
 pub mod broker;
 mod error;
 mod isotime;
+mod janitor;
 mod message;
 mod pyjson;
 mod pyrepr;

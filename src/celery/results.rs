@@ -27,7 +27,7 @@ use tokio::time::{sleep, sleep_until, timeout, Instant, MissedTickBehavior};
 
 /// How long a `SUBSCRIBE` or `UNSUBSCRIBE` may wait for its reply before the waiter goes
 /// on relying on polling.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages buffered per waiter. A task writes a handful of states; if a waiter is so far
 /// behind that its buffer is full, the message is dropped and its polling sees the value.
 const WAITER_BUFFER: usize = 8;
@@ -44,6 +44,10 @@ const REMEMBERED_VALUES: usize = 64;
 /// pub/sub delivers in order, so once the copy is in, every earlier state (RETRYs to
 /// count) is in too. Only a result stored before the subscription never gets one.
 const ECHO_GRACE: Duration = Duration::from_millis(500);
+/// Task ids queued for the janitor; beyond it the watch's end looks at the key instead.
+const JANITOR_BUFFER: usize = 1024;
+/// Most tasks watched for late results at once (a few hundred bytes each).
+pub const MAX_LATE_WATCHES: usize = 100_000;
 
 /// What waiting for a task came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +80,9 @@ pub struct BrokerStats {
     pub pubsub_connects: u64,
     /// Tasks currently waited for.
     pub waiters: usize,
+    /// Tasks given up on whose result key is watched, to delete it if a late worker
+    /// writes one.
+    pub late_watches: usize,
 }
 
 /// The shared pub/sub connection and the waiters it serves.
@@ -88,6 +95,10 @@ pub(super) struct Hub {
     connects: AtomicU64,
     /// The dispatcher task, stopped when the hub is dropped.
     dispatcher: OnceLock<tokio::task::AbortHandle>,
+    /// Ids of late-watched tasks whose channel just carried a value, for the janitor.
+    janitor: mpsc::Sender<String>,
+    /// Whether the misplaced-result-key warning was logged (once per process is enough).
+    warned_missing_key: std::sync::atomic::AtomicBool,
 }
 
 struct HubState {
@@ -98,6 +109,10 @@ struct HubState {
     /// Tells registrations of one id apart, so a late deregistration cannot remove a
     /// newer waiter.
     next_token: u64,
+    /// Task ids given up on (lost, or revoked) whose result key may still be written by a
+    /// late worker, and until when to watch for it. Their channels stay subscribed; a
+    /// publish on one sends the id to the janitor, which deletes the key.
+    late: HashMap<String, Instant>,
 }
 
 struct Registration {
@@ -108,18 +123,21 @@ struct Registration {
 impl Hub {
     /// Opens the pub/sub connection to the result backend and starts the dispatcher. The
     /// connection is ready to subscribe on when this returns.
-    pub(super) async fn start(client: redis::Client) -> Result<Arc<Hub>, BrokerError> {
+    pub(super) async fn start(client: redis::Client) -> Result<(Arc<Hub>, mpsc::Receiver<String>), BrokerError> {
         let (sink, stream) = open_pubsub(&client).await?.split();
+        let (janitor, janitor_rx) = mpsc::channel(JANITOR_BUFFER);
         let hub = Arc::new(Hub {
-            state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0 }),
+            state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0, late: HashMap::new() }),
             connects: AtomicU64::new(0),
             dispatcher: OnceLock::new(),
+            janitor,
+            warned_missing_key: std::sync::atomic::AtomicBool::new(false),
         });
         hub.install(sink);
         let task = tokio::spawn(dispatch(Arc::downgrade(&hub), client, stream));
         // Set once, here, before anyone else sees the hub.
         let _ = hub.dispatcher.set(task.abort_handle());
-        Ok(hub)
+        Ok((hub, janitor_rx))
     }
 
     fn lock(&self) -> MutexGuard<'_, HubState> {
@@ -132,7 +150,7 @@ impl Hub {
         self.connects.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         state.sink = Some(sink);
-        state.waiters.keys().map(|id| result_key(id)).collect()
+        state.waiters.keys().chain(state.late.keys()).map(|id| result_key(id)).collect()
     }
 
     fn uninstall(&self) {
@@ -142,12 +160,44 @@ impl Hub {
     /// Hands a published value to the waiter of its task, if any.
     fn deliver(&self, channel: &str, payload: &[u8]) {
         let Some(task_id) = task_id_from_channel(channel) else { return };
-        let tx = self.lock().waiters.get(task_id).map(|r| r.tx.clone());
+        let (tx, late) = {
+            let state = self.lock();
+            (state.waiters.get(task_id).map(|r| r.tx.clone()), state.late.contains_key(task_id))
+        };
         if let Some(tx) = tx {
             if tx.try_send(payload.to_vec()).is_err() {
                 tracing::debug!(%task_id, "waiter not reading; its polling will see the value");
             }
+        } else if late && self.janitor.try_send(task_id.to_owned()).is_err() {
+            tracing::debug!(%task_id, "janitor busy; the watch's end will look at the key");
         }
+    }
+
+    /// Keeps watching `task_id`'s result channel until `until`, for the janitor. Returns
+    /// false (and watches nothing) when [`MAX_LATE_WATCHES`] tasks are already watched.
+    fn watch_late(&self, task_id: &str, until: Instant) -> bool {
+        let mut state = self.lock();
+        if state.late.len() >= MAX_LATE_WATCHES && !state.late.contains_key(task_id) {
+            return false;
+        }
+        state.late.insert(task_id.to_owned(), until);
+        true
+    }
+
+    /// Stops watching `task_id`; returns the sink to unsubscribe with, unless a waiter
+    /// uses the channel again.
+    pub(super) fn unwatch_late(&self, task_id: &str) -> Option<PubSubSink> {
+        let mut state = self.lock();
+        state.late.remove(task_id)?;
+        if state.waiters.contains_key(task_id) {
+            return None;
+        }
+        state.sink.clone()
+    }
+
+    /// Late watches whose time is up.
+    pub(super) fn expired_late(&self, now: Instant) -> Vec<String> {
+        self.lock().late.iter().filter(|(_, until)| **until <= now).map(|(id, _)| id.clone()).collect()
     }
 
     /// Registers a waiter for `task_id`; returns its token and the sink to subscribe with
@@ -168,6 +218,10 @@ impl Hub {
         let mut state = self.lock();
         if state.waiters.get(task_id).is_some_and(|r| r.token == token) {
             state.waiters.remove(task_id);
+            // A late watch keeps the channel subscribed.
+            if state.late.contains_key(task_id) {
+                return None;
+            }
             state.sink.clone()
         } else {
             None
@@ -180,6 +234,7 @@ impl Hub {
             pubsub_connected: state.sink.is_some(),
             pubsub_connects: self.connects.load(Ordering::Relaxed),
             waiters: state.waiters.len(),
+            late_watches: state.late.len(),
         }
     }
 }
@@ -262,13 +317,84 @@ async fn resubscribe(sink: PubSubSink, channels: Vec<String>) {
 pub(super) struct ResultReader {
     hub: Arc<Hub>,
     results: ConnectionManager,
+    /// The result backend's database number, for the misplaced-key warning.
+    result_db: i64,
     delete_results: bool,
     poll_interval: Duration,
+    late_watch: Duration,
 }
 
 impl ResultReader {
-    pub(super) fn new(hub: Arc<Hub>, results: ConnectionManager, delete_results: bool, poll: Duration) -> Self {
-        ResultReader { hub, results, delete_results, poll_interval: poll.max(MIN_POLL_INTERVAL) }
+    /// A reader over `hub`; starts the janitor that deletes late result keys, fed by
+    /// `janitor` (from [`Hub::start`]). The janitor ends with the hub.
+    pub(super) fn new(
+        (hub, janitor): (Arc<Hub>, mpsc::Receiver<String>),
+        results: ConnectionManager,
+        result_db: i64,
+        delete_results: bool,
+        poll: Duration,
+        late_watch: Duration,
+    ) -> Self {
+        let poll_interval = poll.max(MIN_POLL_INTERVAL);
+        let reader = ResultReader { hub, results, result_db, delete_results, poll_interval, late_watch };
+        tokio::spawn(super::janitor::run(Arc::downgrade(&reader.hub), reader.results.clone(), janitor));
+        reader
+    }
+
+    /// Keeps the channel of a waiter that is about to end watched for late results. Called
+    /// while the waiter still holds its registration, so the channel is never unsubscribed
+    /// in between (the waiter's drop leaves a watched channel subscribed).
+    fn watch_late(&self, task_id: &str) {
+        if self.late_watch.is_zero() {
+            return;
+        }
+        if !self.hub.watch_late(task_id, Instant::now() + self.late_watch) {
+            tracing::debug!(%task_id, "too many late watches; its result key is left to expire");
+            return;
+        }
+        // A value written before the watch began is seen now.
+        let _ = self.hub.janitor.try_send(task_id.to_owned());
+    }
+
+    /// Ends the late watch of `task_id` and unsubscribes its channel.
+    pub(super) fn forget_late(&self, task_id: &str) {
+        let Some(mut sink) = self.hub.unwatch_late(task_id) else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let channel = result_key(task_id);
+            runtime.spawn(async move {
+                let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(channel)).await;
+            });
+        }
+    }
+
+    /// `MEMORY USAGE` of `task_id`'s result key: what Redis spends on it, key and
+    /// overhead included; `None` if there is no such key.
+    pub(super) async fn memory_usage(&self, task_id: &str) -> Result<Option<u64>, BrokerError> {
+        let key = result_key(task_id);
+        let mut results = self.results.clone();
+        redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut results)
+            .await
+            .map_err(BrokerError::unavailable(RESULT_BACKEND, format!("MEMORY USAGE {key:?}")))
+    }
+
+    /// Logs, once per process, that a result arrived by pub/sub but its key is not in the
+    /// configured result database.
+    fn warn_missing_key(&self, task_id: &str) {
+        if !self.hub.warned_missing_key.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %task_id,
+                result_db = self.result_db,
+                "a result arrived by pub/sub but its key celery-task-meta-{task_id} is not in database {} of \
+                 the result backend: the workers' result_backend most likely names another Redis database than \
+                 shadow.celery.result_url (pub/sub channels are shared by all databases, keys are not)",
+                self.result_db
+            );
+        }
     }
 
     /// Registers a waiter for `task_id`; it is not subscribed yet.
@@ -299,12 +425,19 @@ impl ResultReader {
         results.get(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("GET {key:?}")))
     }
 
-    async fn delete(&self, task_id: &str) -> Result<(), BrokerError> {
+    /// Deletes the result key; returns whether there was one.
+    async fn delete(&self, task_id: &str) -> Result<bool, BrokerError> {
         let key = result_key(task_id);
         let mut results = self.results.clone();
-        let _: u64 =
+        let deleted: u64 =
             results.del(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("DEL {key:?}")))?;
-        Ok(())
+        Ok(deleted > 0)
+    }
+
+    async fn exists(&self, task_id: &str) -> Result<bool, BrokerError> {
+        let key = result_key(task_id);
+        let mut results = self.results.clone();
+        results.exists(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("EXISTS {key:?}")))
     }
 }
 
@@ -355,6 +488,26 @@ impl Waiter {
     /// deadline, makes the wait fail, since its failure leaves "lost" unproven. A value
     /// that is not a Celery result fails the wait with [`BrokerError::BadResult`].
     pub async fn wait(mut self, deadline: Duration) -> Result<WaitOutcome, BrokerError> {
+        let waited = self.wait_for(deadline).await;
+        match &waited {
+            Err(BrokerError::BadResult { .. }) => {
+                // No reader can use it, and it would stay for the backend's expiry.
+                if let Err(error) = self.reader.delete(&self.task_id).await {
+                    tracing::debug!(%error, task_id = %self.task_id, "could not delete an unreadable result key");
+                }
+            }
+            // A worker may still write a result for a lost task, and marks a revoked one
+            // again when it discards its message: watch the key, before letting go of it.
+            Ok(WaitOutcome::Lost { .. }) => self.reader.watch_late(&self.task_id),
+            Ok(WaitOutcome::Final { result, .. }) if matches!(result.state, super::TaskState::Revoked(_)) => {
+                self.reader.watch_late(&self.task_id)
+            }
+            _ => {}
+        }
+        waited
+    }
+
+    async fn wait_for(&mut self, deadline: Duration) -> Result<WaitOutcome, BrokerError> {
         let until = Instant::now() + deadline;
         let mut poll = tokio::time::interval(self.reader.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -419,11 +572,24 @@ impl Waiter {
             }
         }
         let retries_seen = progress.retries_seen;
-        if self.reader.delete_results {
-            if let Err(error) = self.reader.delete(&self.task_id).await {
-                // The result is in hand; the key expires on its own (a day by default).
-                tracing::warn!(%error, task_id = %self.task_id, "could not delete the result key");
+        let key_found = if self.reader.delete_results {
+            match self.reader.delete(&self.task_id).await {
+                Ok(found) => Some(found),
+                Err(error) => {
+                    // The result is in hand; the key expires on its own (a day by default).
+                    tracing::warn!(%error, task_id = %self.task_id, "could not delete the result key");
+                    None
+                }
             }
+        } else if source == Source::Published {
+            self.reader.exists(&self.task_id).await.ok()
+        } else {
+            None
+        };
+        // A worker writes the key, then publishes: a published result without its key was
+        // written to another database.
+        if source == Source::Published && key_found == Some(false) {
+            self.reader.warn_missing_key(&self.task_id);
         }
         Ok(WaitOutcome::Final { result, retries_seen })
     }
@@ -515,64 +681,4 @@ fn remember(list: &mut Vec<Vec<u8>>, value: Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::celery::TaskState;
-
-    const RETRY: &[u8] = br#"{"status": "RETRY", "result": {"exc_type": "RuntimeError", "exc_message": ["try again"], "exc_module": "builtins"}, "traceback": null, "children": [], "date_done": null, "task_id": "t"}"#;
-    const STARTED: &[u8] = br#"{"status": "STARTED", "result": {"pid": 1, "hostname": "w@h"}, "traceback": null, "children": [], "date_done": null, "task_id": "t"}"#;
-    const SUCCESS: &[u8] = br#"{"status": "SUCCESS", "result": 42, "traceback": null, "children": [], "date_done": "2026-11-28T15:38:15.932640+00:00", "task_id": "t"}"#;
-
-    /// Feeds `values` in order; returns (retries, last state, final result if any).
-    fn run(values: &[(Source, &[u8])]) -> (u32, Option<String>, Option<TaskResult>) {
-        let mut progress = Progress::default();
-        for (source, bytes) in values {
-            if let Some(result) = progress.observe("t", *source, bytes).expect("valid result") {
-                return (progress.retries_seen, progress.last_state, Some(result));
-            }
-        }
-        (progress.retries_seen, progress.last_state, None)
-    }
-
-    use Source::{Published as P, Stored as S};
-
-    #[test]
-    fn every_published_retry_counts_even_when_identical() {
-        let (retries, last, done) = run(&[(P, RETRY), (P, RETRY), (P, SUCCESS)]);
-        assert_eq!((retries, last.as_deref()), (2, Some("RETRY")));
-        assert_eq!(done.map(|r| r.state), Some(TaskState::Success(serde_json::json!(42))));
-    }
-
-    #[test]
-    fn a_polled_copy_of_a_published_retry_is_not_counted_again() {
-        // Published first, then read by GET (before or after the next write).
-        assert_eq!(run(&[(P, RETRY), (S, RETRY), (S, RETRY)]).0, 1);
-        assert_eq!(run(&[(P, RETRY), (P, STARTED), (S, RETRY)]).0, 1);
-    }
-
-    #[test]
-    fn a_retry_polled_before_its_publish_arrives_counts_once() {
-        assert_eq!(run(&[(S, RETRY), (P, RETRY)]).0, 1);
-        // ... and a second, identical publish is a second retry.
-        assert_eq!(run(&[(S, RETRY), (P, RETRY), (P, RETRY)]).0, 2);
-    }
-
-    #[test]
-    fn retries_seen_only_by_polling_count_when_the_value_changes() {
-        assert_eq!(run(&[(S, RETRY), (S, STARTED), (S, RETRY)]).0, 1);
-        let (retries, last, done) = run(&[(S, STARTED), (S, RETRY)]);
-        assert_eq!((retries, last.as_deref(), done), (1, Some("RETRY"), None));
-    }
-
-    #[test]
-    fn a_stale_poll_does_not_move_the_last_state_back() {
-        let (_, last, _) = run(&[(P, STARTED), (P, RETRY), (S, STARTED)]);
-        assert_eq!(last.as_deref(), Some("RETRY"));
-    }
-
-    #[test]
-    fn an_unreadable_value_is_an_error_naming_the_task() {
-        let error = Progress::default().observe("t-9", S, b"not json").expect_err("refused");
-        assert!(matches!(&error, BrokerError::BadResult { task_id, .. } if task_id == "t-9"), "{error}");
-    }
-}
+mod tests;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hyper::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::raw::{RawConfig, RawOutcome};
@@ -28,10 +29,17 @@ pub struct LiveConfig {
     pub shutdown_grace: Duration,
     /// Runtime threads, `None` for one per core.
     pub worker_threads: Option<usize>,
+    /// Both listeners: time to a whole request head (the first from accept; later ones
+    /// from their first byte).
+    pub header_timeout: Duration,
+    /// Both listeners: silence allowed with no request in flight.
+    pub idle_timeout: Duration,
     /// Base URL of `api-service` (`None` when not configured: `serve` refuses to start).
     pub legacy_url: Option<String>,
     /// Time to the legacy response head before a 504.
     pub legacy_timeout: Duration,
+    /// Cap on connections of the legacy result polls.
+    pub legacy_max_connections: usize,
     /// How the legacy outcome is obtained.
     pub legacy_outcome: OutcomeRule,
     /// Where the legacy queue length is read, when configured.
@@ -44,6 +52,8 @@ pub struct LiveConfig {
     pub percent: f64,
     /// Cap on evaluations mirrored and not yet judged.
     pub max_in_flight: usize,
+    /// Cap on the bytes held for pending evaluations.
+    pub max_pending_bytes: u64,
     /// Consecutive failures that open the breaker.
     pub breaker_failures: u32,
     /// Pause before a probe.
@@ -160,6 +170,10 @@ pub enum ShadowKind {
         timeout: Duration,
         /// How its outcome is obtained.
         outcome: OutcomeRule,
+        /// Most connections open to it at once.
+        max_connections: usize,
+        /// Which client headers it gets.
+        headers: Box<ShadowHeaders>,
     },
     /// Celery tasks written into Redis.
     Celery(Box<CelerySettings>),
@@ -173,6 +187,15 @@ impl ShadowKind {
             ShadowKind::Celery(settings) => &settings.outcome,
         }
     }
+}
+
+/// `[shadow.http] drop_headers` and `set_headers`, validated.
+#[derive(Debug, Clone, Default)]
+pub struct ShadowHeaders {
+    /// Client headers not sent to the shadow.
+    pub drop: Vec<HeaderName>,
+    /// Headers set on every request to the shadow, replacing the client's.
+    pub set: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// `[shadow.celery]`, validated.
@@ -192,7 +215,7 @@ pub struct CelerySettings {
     pub args: Vec<Value>,
     /// Keyword argument templates, in file order.
     pub kwargs: Vec<(String, Value)>,
-    /// Expiry after submission.
+    /// Expiry after submission; `None` means at the outcome deadline.
     pub expires: Option<Duration>,
     /// Soft time limit.
     pub soft_time_limit: Option<Duration>,
@@ -207,6 +230,8 @@ pub struct CelerySettings {
     pub max_queue_depth: u64,
     /// Revoke tasks whose result did not come in time.
     pub revoke_lost: bool,
+    /// How long the result key of a lost or revoked task is watched (and deleted).
+    pub late_result_watch: Duration,
     /// kombu priority layout.
     pub layout: PriorityLayout,
 }
@@ -310,6 +335,16 @@ impl Checker<'_> {
         }
     }
 
+    fn header_name(&mut self, key: &str, text: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(text.as_bytes()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                self.add(key, format!("{text:?} is not a valid header name"));
+                None
+            }
+        }
+    }
+
     fn seconds(&mut self, key: &str, value: f64) -> Option<Duration> {
         if !(value.is_finite() && value >= 0.0) {
             self.add(key, format!("must be a finite number >= 0, got {value}"));
@@ -378,12 +413,61 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
     if s.max_in_flight == 0 {
         c.add("shadow.max_in_flight", "must be at least 1");
     }
+    if raw.legacy.max_connections == Some(0) {
+        c.add("legacy.max_connections", "must be at least 1");
+    }
+    if p.header_timeout_ms == 0 {
+        c.add("proxy.header_timeout_ms", "must be at least 1");
+    }
+    if p.idle_timeout_ms == 0 {
+        c.add("proxy.idle_timeout_ms", "must be at least 1");
+    }
+    if s.max_pending_bytes < p.max_mirror_body_bytes as u64 {
+        c.add(
+            "shadow.max_pending_bytes",
+            format!(
+                "must be at least proxy.max_mirror_body_bytes ({}), or no submission of that size could be mirrored",
+                p.max_mirror_body_bytes
+            ),
+        );
+    }
     let shadow = match s.kind.as_str() {
-        "http" => ShadowKind::Http {
-            url: c.url("shadow.http.url", &s.http.url),
-            timeout: Duration::from_millis(s.http.timeout_ms),
-            outcome: c.outcome("shadow.outcome", &s.outcome, false),
-        },
+        "http" => {
+            if s.http.max_connections == 0 {
+                c.add("shadow.http.max_connections", "must be at least 1");
+            }
+            ShadowKind::Http {
+                url: c.url("shadow.http.url", &s.http.url),
+                timeout: Duration::from_millis(s.http.timeout_ms),
+                outcome: c.outcome("shadow.outcome", &s.outcome, false),
+                max_connections: s.http.max_connections.max(1),
+                headers: Box::new(ShadowHeaders {
+                    drop: s
+                        .http
+                        .drop_headers
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, name)| c.header_name(&format!("shadow.http.drop_headers[{i}]"), name))
+                        .collect(),
+                    set: s
+                        .http
+                        .set_headers
+                        .iter()
+                        .filter_map(|(name, value)| {
+                            let key = format!("shadow.http.set_headers.{name}");
+                            let name = c.header_name(&key, name)?;
+                            match HeaderValue::from_str(value) {
+                                Ok(value) => Some((name, value)),
+                                Err(_) => {
+                                    c.add(&key, "is not a valid header value (visible ASCII only)");
+                                    None
+                                }
+                            }
+                        })
+                        .collect(),
+                }),
+            }
+        }
         "celery" => ShadowKind::Celery(Box::new(celery(&mut c, raw))),
         other => {
             c.add("shadow.kind", format!("{other:?} is not http or celery"));
@@ -391,6 +475,8 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
                 url: None,
                 timeout: Duration::ZERO,
                 outcome: c.outcome("shadow.outcome", &s.outcome, false),
+                max_connections: 1,
+                headers: Box::default(),
             }
         }
     };
@@ -440,14 +526,18 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         mirror_queue: p.mirror_queue.max(1),
         shutdown_grace: Duration::from_millis(p.shutdown_grace_ms),
         worker_threads: (p.worker_threads > 0).then_some(p.worker_threads),
+        header_timeout: Duration::from_millis(p.header_timeout_ms.max(1)),
+        idle_timeout: Duration::from_millis(p.idle_timeout_ms.max(1)),
         legacy_url,
         legacy_timeout: Duration::from_millis(raw.legacy.timeout_ms.unwrap_or(30_000)),
+        legacy_max_connections: raw.legacy.max_connections.unwrap_or(256).max(1),
         legacy_outcome,
         legacy_queue_length,
         routes,
         shadow,
         percent: s.percent.clamp(0.0, 100.0),
         max_in_flight: s.max_in_flight.max(1),
+        max_pending_bytes: s.max_pending_bytes,
         breaker_failures: s.breaker_failures,
         breaker_cooldown: Duration::from_millis(s.breaker_cooldown_ms),
         admin_listen,
@@ -492,6 +582,7 @@ fn celery(c: &mut Checker<'_>, raw: &RawConfig) -> CelerySettings {
         delete_results: k.delete_results,
         max_queue_depth: k.max_queue_depth,
         revoke_lost: k.revoke_lost,
+        late_result_watch: c.seconds("shadow.celery.late_result_watch_s", k.late_result_watch_s).unwrap_or_default(),
         layout,
     }
 }
@@ -520,7 +611,7 @@ impl LiveConfig {
                     ("shadow.celery.result_url", &settings.result_url),
                 ] {
                     match redis::Client::open(url.as_str()) {
-                        Ok(client) if client.get_connection_info().redis.db < 0 => {
+                        Ok(client) if client.get_connection_info().redis_settings().db() < 0 => {
                             c.add(key, format!("{url:?}: the database number is negative"));
                         }
                         Ok(_) => {}
@@ -540,5 +631,66 @@ impl LiveConfig {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ParseError};
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text) {
+            Err(ParseError::Invalid(problems)) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(other) => vec![format!("{other:?}")],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn the_fault_limits_are_checked_all_at_once() {
+        let found = problems(
+            r#"
+            [proxy]
+            header_timeout_ms = 0
+            idle_timeout_ms = 0
+            max_mirror_body_bytes = 2048
+            [legacy]
+            max_connections = 0
+            [shadow]
+            max_pending_bytes = 1024
+            [shadow.http]
+            max_connections = 0
+            drop_headers = ["ok", "bad name"]
+            set_headers = { authorization = "line\nbreak" }
+            "#,
+        );
+        assert_eq!(
+            found,
+            [
+                "legacy.max_connections: must be at least 1",
+                "proxy.header_timeout_ms: must be at least 1",
+                "proxy.idle_timeout_ms: must be at least 1",
+                "shadow.max_pending_bytes: must be at least proxy.max_mirror_body_bytes (2048), or no submission of that size could be mirrored",
+                "shadow.http.max_connections: must be at least 1",
+                "shadow.http.drop_headers[1]: \"bad name\" is not a valid header name",
+                "shadow.http.set_headers.authorization: is not a valid header value (visible ASCII only)",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_http_shadow_headers_are_typed() {
+        let config = Config::parse(
+            "[shadow.http]\ndrop_headers = [\"Cookie\"]\nset_headers = { Authorization = \"Bearer s\" }\n",
+        )
+        .expect("valid");
+        let super::ShadowKind::Http { headers, max_connections, .. } = &config.live.shadow else {
+            panic!("http shadow")
+        };
+        assert_eq!(*max_connections, 256);
+        assert_eq!(headers.drop, [hyper::header::COOKIE]);
+        assert_eq!(headers.set, [(hyper::header::AUTHORIZATION, hyper::header::HeaderValue::from_static("Bearer s"))]);
+        assert_eq!(config.live.max_pending_bytes, 256 << 20);
+        assert_eq!(config.live.header_timeout, std::time::Duration::from_secs(10));
     }
 }

@@ -24,6 +24,13 @@ pub struct RawProxy {
     /// Runtime threads; 0 = one per core. On a small machine shared with the upstream or
     /// a load tool, 1 avoids cross-core wake-ups and serves more (see the README).
     pub worker_threads: usize,
+    /// On both listeners (proxy and admin): a new connection must send a whole request
+    /// head within this time, and so must each later head once its first byte arrived,
+    /// or it is closed. Frees the descriptors of clients that connect and say nothing.
+    pub header_timeout_ms: u64,
+    /// On both listeners: a kept-alive connection with no request in flight that sends
+    /// nothing for this long is closed.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for RawProxy {
@@ -36,6 +43,8 @@ impl Default for RawProxy {
             mirror_queue: 10_000,
             shutdown_grace_ms: 10_000,
             worker_threads: 0,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -83,6 +92,9 @@ pub struct RawLegacy {
     pub url: String,
     /// Time to the response head before the client gets a 504.
     pub timeout_ms: Option<u64>,
+    /// Most connections shadowdiff's own requests to legacy (result polls) hold at once;
+    /// more polls wait for one. Client requests are forwarded on a pool of their own.
+    pub max_connections: Option<usize>,
     /// How the legacy final outcome is obtained.
     pub outcome: RawOutcome,
     /// Where the legacy system tells its queue length (empty: not read), so the dashboard
@@ -143,6 +155,11 @@ pub struct RawShadow {
     pub percent: f64,
     /// Most evaluations mirrored and not yet judged.
     pub max_in_flight: usize,
+    /// Most bytes held for evaluations between the proxy and their judgment (captured
+    /// bodies waiting in the hand-off, the request kept for the shadow and the report, a
+    /// Celery message kept to remove it from the queue); beyond it a submission is not
+    /// mirrored (`memory_budget`). Bounds the sidecar's memory whatever the shadow does.
+    pub max_pending_bytes: u64,
     /// Consecutive shadow errors or lost outcomes that pause mirroring.
     pub breaker_failures: u32,
     /// How long mirroring pauses before one probe evaluation is tried.
@@ -161,6 +178,7 @@ impl Default for RawShadow {
             kind: "http".into(),
             percent: 100.0,
             max_in_flight: 1000,
+            max_pending_bytes: 256 << 20,
             breaker_failures: 20,
             breaker_cooldown_ms: 5000,
             http: RawHttpShadow::default(),
@@ -178,11 +196,27 @@ pub struct RawHttpShadow {
     pub url: String,
     /// Time to the shadow's response head.
     pub timeout_ms: u64,
+    /// Most connections open to the shadow at once (submissions and result polls); more
+    /// requests wait for one within their timeout. Bounds the descriptors a stalled shadow
+    /// can hold.
+    pub max_connections: usize,
+    /// Client request headers not sent to the shadow (case-insensitive names), e.g.
+    /// `["cookie"]`. Hop-by-hop fields are never sent.
+    pub drop_headers: Vec<String>,
+    /// Headers set on every request to the shadow, replacing the client's value, e.g.
+    /// `{ authorization = "Bearer shadow-token" }`.
+    pub set_headers: BTreeMap<String, String>,
 }
 
 impl Default for RawHttpShadow {
     fn default() -> Self {
-        RawHttpShadow { url: String::new(), timeout_ms: 10_000 }
+        RawHttpShadow {
+            url: String::new(),
+            timeout_ms: 10_000,
+            max_connections: 256,
+            drop_headers: Vec::new(),
+            set_headers: BTreeMap::new(),
+        }
     }
 }
 
@@ -204,7 +238,9 @@ pub struct RawCelery {
     pub args: Vec<toml::Value>,
     /// Keyword arguments, templated like `args` (e.g. `shadow = true`).
     pub kwargs: BTreeMap<String, toml::Value>,
-    /// Task expiry after submission, in seconds (0 = none).
+    /// Task expiry after submission, in seconds; 0 = at the evaluation's outcome deadline
+    /// (`[shadow.outcome] deadline_ms`), so that a worker that gets the task only after
+    /// shadowdiff gave up on it discards it instead of running it.
     pub expires_s: f64,
     /// Soft time limit in seconds (0 = the worker's default).
     pub soft_time_limit_s: f64,
@@ -214,8 +250,13 @@ pub struct RawCelery {
     pub delete_results: bool,
     /// Pause mirroring while the queue holds more messages than this.
     pub max_queue_depth: u64,
-    /// Broadcast a revoke for a task whose result did not come in time.
+    /// Broadcast a revoke for a task whose result did not come in time (and that a worker
+    /// had already taken: one still queued is simply removed).
     pub revoke_lost: bool,
+    /// After a task is given up on (lost) or revoked, how long its result key is watched
+    /// so that a late worker's result is deleted as soon as it is written. kombu hands an
+    /// unacknowledged task to another worker after its visibility timeout (1 h by default).
+    pub late_result_watch_s: f64,
     /// kombu priority steps, as configured on the workers.
     pub priority_steps: Vec<u8>,
     /// kombu priority key separator, as configured on the workers.
@@ -239,6 +280,7 @@ impl Default for RawCelery {
             delete_results: true,
             max_queue_depth: 1000,
             revoke_lost: true,
+            late_result_watch_s: 3600.0,
             priority_steps: vec![0, 3, 6, 9],
             priority_separator: "\u{6}\u{16}".into(),
         }

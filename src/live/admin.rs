@@ -17,7 +17,7 @@ use hyper::header::{
     LOCATION, SET_COOKIE, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::live::ShadowKind;
 use crate::live::fleet::{self, Member};
 use crate::live::legacy_queue::QueueLength;
+use crate::live::listener::{self, Activity, ConnectionLimits, TimedIo};
 use crate::live::login::{self, constant_time_eq, Sessions};
 use crate::live::metrics::{self, LiveGauges};
 use crate::live::mirror::Mirror;
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// The shadow, for its submission count and queue depth.
     pub shadow: Arc<crate::live::shadow::Shadow>,
+    /// The byte budget of pending evaluations, for its gauge.
+    pub budget: Arc<crate::live::mirror::budget::Budget>,
 }
 
 type Body = Full<Bytes>;
@@ -125,6 +128,8 @@ impl AdminState {
             sampling_percent: self.live.sampler.percent(),
             celery: self.shadow.queue_depth().is_some(),
             legacy_queue_length: self.legacy_queue.as_ref().and_then(|gauge| gauge.get()),
+            pending_bytes: self.budget.held(),
+            pending_bytes_limit: self.budget.limit(),
         };
         let snapshot = self.live.snapshot();
         let readiness = self.live.engine().readiness(&snapshot.stats);
@@ -308,33 +313,44 @@ fn see_other(location: &'static str) -> Response<Body> {
     response
 }
 
-/// Serves the admin endpoints until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+/// Serves the admin endpoints until `shutdown`, closing connections that stay silent past
+/// `limits` (see [`listener`]).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
+    builder.http2().timer(TokioTimer::new());
     let sessions = Arc::new(Sessions::default());
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = listener::accept(&listener, state.proxy.accept_errors()) => accepted,
         };
         let state = Arc::clone(&state);
         let sessions = Arc::clone(&sessions);
         let builder = builder.clone();
         tokio::spawn(async move {
+            let activity = Activity::new();
+            let requests = Arc::clone(&activity);
             let service = hyper::service::service_fn(move |request| {
                 let state = Arc::clone(&state);
                 let sessions = Arc::clone(&sessions);
-                async move { Ok::<_, Infallible>(state.handle(sessions, request).await) }
+                let busy = requests.request(request.version() == hyper::Version::HTTP_2);
+                async move {
+                    let response = state.handle(sessions, request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
             });
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%error, "admin connection ended with an error");
+            let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity)));
+            match listener::guard(builder.serve_connection(io, service), activity, limits).await {
+                Some(Err(error)) => tracing::debug!(%error, "admin connection ended with an error"),
+                Some(Ok(())) => {}
+                None => tracing::debug!("admin connection closed: silent past its timeout"),
             }
         });
     }

@@ -122,7 +122,7 @@ impl Fleet {
             .await
             .map_err(|_| FleetError::Unavailable {
                 action: "connect".into(),
-                source: (redis::ErrorKind::IoError, "no answer in 5 s").into(),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
             })?
             .map_err(unavailable("connect"))?;
         Ok(Fleet { connection, run: run.to_owned(), ttl })

@@ -45,7 +45,8 @@ pub const SHADOW_SUBMITTED: &str = "shadowdiff_shadow_submitted_total";
 pub const READINESS: &str = "shadowdiff_readiness";
 /// Each readiness check: 1 when it passes, 0 otherwise.
 pub const CHECK_PASS: &str = "shadowdiff_check_pass";
-/// Approximate bytes of shadow results left in Redis (`delete_results = false`).
+/// Bytes Redis spends on shadow results left in Redis (`delete_results = false`),
+/// measured with `MEMORY USAGE`.
 pub const CELERY_RESULT_BYTES: &str = "shadowdiff_celery_result_bytes_retained";
 /// Judged evaluations by verdict and language.
 pub const COMPARISONS: &str = "shadowdiff_comparisons_total";
@@ -67,6 +68,14 @@ pub const LEGACY_UNREACHABLE: &str = "shadowdiff_legacy_unreachable_total";
 pub const LEGACY_TIMEOUT: &str = "shadowdiff_legacy_timeout_total";
 /// Celery RETRY states seen.
 pub const SHADOW_RETRIES: &str = "shadowdiff_shadow_retries_total";
+/// Client requests the client broke (malformed or slow body, left mid-body): 400/408.
+pub const CLIENT_ERRORS: &str = "shadowdiff_client_errors_total";
+/// Failed accepts on the proxy and admin listeners (e.g. out of file descriptors).
+pub const ACCEPT_ERRORS: &str = "shadowdiff_accept_errors_total";
+/// Bytes held for pending evaluations.
+pub const PENDING_BYTES: &str = "shadowdiff_pending_bytes";
+/// `shadow.max_pending_bytes`.
+pub const PENDING_BYTES_LIMIT: &str = "shadowdiff_pending_bytes_limit";
 
 /// Bucket bounds of `queue_selection_duration_seconds`: the decision takes microseconds.
 pub const SELECTION_BUCKETS_S: [f64; 9] =
@@ -95,6 +104,10 @@ pub struct LiveGauges {
     pub celery: bool,
     /// The legacy queue length, when configured and readable.
     pub legacy_queue_length: Option<u64>,
+    /// Bytes held for pending evaluations.
+    pub pending_bytes: u64,
+    /// Their cap.
+    pub pending_bytes_limit: u64,
 }
 
 /// Escapes a label value (backslash, quote, newline).
@@ -182,7 +195,7 @@ pub fn render(snapshot: &Snapshot, proxy: &ProxyStatsSnapshot, gauges: &LiveGaug
         let _ = writeln!(out, "{CELERY_QUEUE_LENGTH} {depth}");
     }
     if let Some(bytes) = gauges.retained_result_bytes {
-        header(&mut out, CELERY_RESULT_BYTES, "gauge", "Approximate bytes of shadow results left in Redis.");
+        header(&mut out, CELERY_RESULT_BYTES, "gauge", "Bytes of shadow results left in Redis (MEMORY USAGE).");
         let _ = writeln!(out, "{CELERY_RESULT_BYTES} {bytes}");
     }
 
@@ -218,6 +231,14 @@ pub fn render(snapshot: &Snapshot, proxy: &ProxyStatsSnapshot, gauges: &LiveGaug
     let _ = writeln!(out, "{LEGACY_UNREACHABLE} {}", proxy.legacy_unreachable_total);
     header(&mut out, LEGACY_TIMEOUT, "counter", "Client requests answered 504: legacy too slow.");
     let _ = writeln!(out, "{LEGACY_TIMEOUT} {}", proxy.legacy_timeout_total);
+    header(&mut out, CLIENT_ERRORS, "counter", "Client requests answered 400/408: the client broke its request.");
+    let _ = writeln!(out, "{CLIENT_ERRORS} {}", proxy.client_errors_total);
+    header(&mut out, ACCEPT_ERRORS, "counter", "Failed accepts on the proxy and admin listeners.");
+    let _ = writeln!(out, "{ACCEPT_ERRORS} {}", proxy.accept_errors_total);
+    header(&mut out, PENDING_BYTES, "gauge", "Bytes held for pending evaluations.");
+    let _ = writeln!(out, "{PENDING_BYTES} {}", gauges.pending_bytes);
+    header(&mut out, PENDING_BYTES_LIMIT, "gauge", "Cap on the bytes held for pending evaluations.");
+    let _ = writeln!(out, "{PENDING_BYTES_LIMIT} {}", gauges.pending_bytes_limit);
     out
 }
 

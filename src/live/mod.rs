@@ -11,7 +11,8 @@
 //! - [`record`]: judged evaluations appended as fixture lines;
 //! - [`fleet`]: this instance's state in Redis, and reports merged over every instance;
 //! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
-//! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share.
+//! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share;
+//! - [`listener`]: accepting under descriptor pressure, closing silent connections.
 //!
 //! Judging is not done here: every finished evaluation goes to [`crate::judge::engine`],
 //! the same code replay uses.
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod fleet;
 pub mod http_client;
 pub mod legacy_queue;
+pub mod listener;
 pub mod login;
 pub mod metrics;
 pub mod mirror;

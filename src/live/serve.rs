@@ -22,7 +22,9 @@ use crate::live::admin::{self, AdminState};
 use crate::live::fleet::{self, Member};
 use crate::live::http_client::HttpClient;
 use crate::live::legacy_queue::{self, QueueLength};
+use crate::live::listener::{self, ConnectionLimits};
 use crate::live::mirror::breaker::Breaker;
+use crate::live::mirror::budget::Budget;
 use crate::live::mirror::sampling::Sampler;
 use crate::live::mirror::tap::MirrorTap;
 use crate::live::mirror::Mirror;
@@ -41,6 +43,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         bail!("config {} cannot serve:\n{}", config_path.display(), list.join("\n"));
     }
     let live_config = Arc::new(config.live.clone());
+    match listener::raise_open_files_limit() {
+        Ok(files) => tracing::info!(
+            soft_before = files.soft_before,
+            soft = files.soft,
+            hard = files.hard,
+            "open files limit (each client, legacy and shadow connection takes one)"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit; keeping the current one"),
+    }
     let proxy_listener = TcpListener::bind(live_config.listen)
         .await
         .with_context(|| format!("cannot listen on proxy.listen {}", live_config.listen))?;
@@ -48,9 +59,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on admin.listen {}", live_config.admin_listen))?;
 
-    let client = HttpClient::default();
+    // Result polls of legacy, capped like the shadow's requests: descriptors stay bounded.
+    let client = HttpClient::with_max_connections(live_config.legacy_max_connections);
     let shutdown = CancellationToken::new();
-    let shadow = Arc::new(build_shadow(&live_config, client.clone(), shutdown.clone()).await?);
+    let shadow = Arc::new(build_shadow(&live_config, shutdown.clone()).await?);
     let recorder = match &live_config.record {
         Some(settings) => Some(Arc::new(Recorder::start(settings.clone())?)),
         None => None,
@@ -82,8 +94,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         recorder.clone(),
     ));
     let (sender, receiver) = mpsc::channel(live_config.mirror_queue);
-    let tap = Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live)));
+    let budget = Budget::new(live_config.max_pending_bytes);
+    let tap = Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live), Arc::clone(&budget)));
     let proxy_stats = Arc::new(ProxyStats::new());
+    let limits =
+        ConnectionLimits { header_timeout: live_config.header_timeout, idle_timeout: live_config.idle_timeout };
 
     let mirror_task = tokio::spawn(Arc::clone(&mirror).run(receiver));
     let legacy_queue = live_config.legacy_queue_length.clone().map(|probe| {
@@ -99,16 +114,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         mirror: Arc::clone(&mirror),
         token: live_config.admin_token.clone(),
         shadow: Arc::clone(&shadow),
+        budget: Arc::clone(&budget),
     });
     let proxy_address = proxy_listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, shutdown.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, limits, shutdown.clone()));
     let proxy_config = ProxyConfig {
         legacy: live_config.legacy_url.clone().unwrap_or_default().parse().context("legacy.url")?,
         legacy_timeout: live_config.legacy_timeout,
         via: live_config.via.clone(),
         forwarded_headers: live_config.forwarded_headers,
         max_capture_bytes: live_config.max_mirror_body_bytes,
+        limits,
     };
     let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy_config, tap, proxy_stats, shutdown.clone()));
     // Tests and scripts read this line to learn the bound ports.
@@ -154,11 +171,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build_shadow(config: &LiveConfig, client: HttpClient, shutdown: CancellationToken) -> anyhow::Result<Shadow> {
+async fn build_shadow(config: &LiveConfig, shutdown: CancellationToken) -> anyhow::Result<Shadow> {
     match &config.shadow {
-        ShadowKind::Http { url, timeout, outcome } => {
+        ShadowKind::Http { url, timeout, outcome, max_connections, headers } => {
             let base = url.clone().unwrap_or_default();
-            Ok(Shadow::Http(HttpShadow::new(client, base, *timeout, outcome.clone())))
+            // A client of its own, capped: a stalled shadow holds at most this many sockets.
+            let client = HttpClient::with_max_connections(*max_connections);
+            Ok(Shadow::Http(HttpShadow::new(client, base, *timeout, outcome.clone(), (**headers).clone())))
         }
         ShadowKind::Celery(settings) => {
             // Redis may be down at start: the shadow then pauses and resumes by itself,

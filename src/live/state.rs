@@ -56,6 +56,15 @@ pub enum NotMirrored {
     ShadowUnavailable,
     /// shadowdiff was shutting down.
     ShuttingDown,
+    /// The client broke its request (malformed or slow body, left mid-body): answered 400
+    /// or 408 by the proxy, never reached legacy whole.
+    ClientError,
+    /// Holding it would take the bytes held for pending evaluations past
+    /// `shadow.max_pending_bytes`.
+    MemoryBudget,
+    /// The Celery result could not be read (not JSON: a worker with another
+    /// `result_serializer`), so the two sides cannot be compared.
+    ShadowUnreadable,
 }
 
 impl NotMirrored {
@@ -77,6 +86,9 @@ impl NotMirrored {
             NotMirrored::QueueDepth => "queue_depth",
             NotMirrored::ShadowUnavailable => "shadow_unavailable",
             NotMirrored::ShuttingDown => "shutting_down",
+            NotMirrored::ClientError => "client_error",
+            NotMirrored::MemoryBudget => "memory_budget",
+            NotMirrored::ShadowUnreadable => "shadow_unreadable",
         }
     }
 }

@@ -36,6 +36,10 @@ make it diverge from the legacy service in known ways:
     When the code contains the substring, append the suffix to the outcome's
     stdout.
 
+``EVALSTACK_RESULT_SERIALIZER`` (default ``json``)
+    The worker's ``result_serializer``; ``pickle`` writes results shadowdiff
+    cannot read.
+
 An unset or empty ``*_WHEN`` variable disables its switch. Switches apply in
 the order sleep, raise, run, suffix.
 """
@@ -56,7 +60,9 @@ app = Celery(
 )
 app.conf.update(
     task_serializer="json",
-    result_serializer="json",
+    # EVALSTACK_RESULT_SERIALIZER=pickle plays a worker misconfigured for shadowdiff,
+    # which reads JSON results only.
+    result_serializer=os.environ.get("EVALSTACK_RESULT_SERIALIZER", "json"),
     accept_content=["json"],
     task_acks_late=False,
     worker_prefetch_multiplier=1,

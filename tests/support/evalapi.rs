@@ -58,8 +58,22 @@ impl Default for Behaviour {
     }
 }
 
+/// A submission as the stand-in received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: Method,
+    /// Path and query.
+    pub target: String,
+    /// Headers.
+    pub headers: hyper::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
 #[derive(Default)]
 struct State {
+    received: Mutex<Vec<Received>>,
     evaluations: Mutex<HashMap<String, (usize, Value)>>,
     submissions: AtomicUsize,
     polls: AtomicUsize,
@@ -110,6 +124,11 @@ impl EvalApi {
         self.state.submissions.load(Ordering::SeqCst)
     }
 
+    /// Every submission received, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().expect("lock").clone()
+    }
+
     /// Result polls received.
     pub fn polls(&self) -> usize {
         self.state.polls.load(Ordering::SeqCst)
@@ -127,7 +146,14 @@ async fn handle(state: &State, behaviour: &Behaviour, request: Request<Incoming>
     let path = request.uri().path().to_string();
     if request.method() == Method::POST && path == "/evaluations" {
         state.submissions.fetch_add(1, Ordering::SeqCst);
-        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let (parts, body) = request.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        // Small ones only: the memory tests send hundreds of megabytes.
+        if body.len() < 4096 {
+            let received = Received { method: parts.method, target, headers: parts.headers, body: body.clone() };
+            state.received.lock().expect("lock").push(received);
+        }
         tokio::time::sleep(behaviour.submit_delay).await;
         let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let eval_id = if behaviour.assign_ids {
@@ -164,4 +190,55 @@ async fn handle(state: &State, behaviour: &Behaviour, request: Request<Incoming>
         }
     }
     json_response(StatusCode::NOT_FOUND, json!({"error": "no route"}))
+}
+
+/// A shadow that accepts connections and never reads or answers: the stalled upstream.
+/// It counts the connections it holds, and the most it held at once.
+pub struct Stalled {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    open: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Stalled {
+    /// Starts one on 127.0.0.1:0.
+    pub async fn start() -> Stalled {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (held, peak) = (Arc::clone(&open), Arc::clone(&most));
+        tokio::spawn(async move {
+            let mut streams: Vec<std::net::TcpStream> = Vec::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok(stream) = stream.into_std() else { continue };
+                streams.push(stream);
+                // Forget the ones the peer closed, asking the kernel itself (reading what
+                // they sent answers nothing).
+                let mut sink = vec![0u8; 64 * 1024];
+                streams.retain(|s| loop {
+                    match std::io::Read::read(&mut &*s, &mut sink) {
+                        Ok(0) => break false,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                        Err(_) => break false,
+                    }
+                });
+                held.store(streams.len(), Ordering::SeqCst);
+                peak.fetch_max(streams.len(), Ordering::SeqCst);
+            }
+        });
+        Stalled { addr, open, most }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The most connections it held at once.
+    pub fn most_connections(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
 }

@@ -25,6 +25,7 @@ use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use shadowdiff::live::listener::ConnectionLimits;
 use shadowdiff::live::proxy::{serve, Exchange, ProxyConfig, ProxyStats, ProxyStatsSnapshot, Tap};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
@@ -330,6 +331,7 @@ pub fn proxy_to_base(base: &str) -> ProxyBuilder {
             via: None,
             forwarded_headers: false,
             max_capture_bytes: 1 << 20,
+            limits: ConnectionLimits::default(),
         },
         tap: RecordingTap::capturing(|_, _| false),
     }
@@ -357,6 +359,12 @@ impl ProxyBuilder {
     /// Adds `X-Forwarded-For` and `X-Forwarded-Proto`.
     pub fn forwarded_headers(mut self) -> Self {
         self.config.forwarded_headers = true;
+        self
+    }
+
+    /// Sets the header and idle timeouts of client connections.
+    pub fn timeouts(mut self, header: Duration, idle: Duration) -> Self {
+        self.config.limits = ConnectionLimits { header_timeout: header, idle_timeout: idle };
         self
     }
 

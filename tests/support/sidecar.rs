@@ -74,14 +74,45 @@ impl Sidecar {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("shadowdiff.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("SHADOWDIFF_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn shadowdiff");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shadowdiff"));
+        command.args(["serve", "--config"]).arg(&path);
+        Sidecar::spawn(command, dir)
+    }
+
+    /// Like [`Sidecar::start`], with its log (warnings and above) written to a file that
+    /// [`Sidecar::log`] reads.
+    pub fn start_logging(config: &str) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shadowdiff.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shadowdiff"));
+        command.args(["serve", "--config"]).arg(&path).stderr(log);
+        Sidecar::spawn(command, dir)
+    }
+
+    /// What [`Sidecar::start_logging`] logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Like [`Sidecar::start`], under `ulimit -n open_files` (soft and hard: the sidecar
+    /// cannot raise it).
+    pub fn start_with_open_files(config: &str, open_files: u64) -> Sidecar {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shadowdiff.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {open_files} && exec \"$0\" serve --config \"$1\""))
+            .arg(env!("CARGO_BIN_EXE_shadowdiff"))
+            .arg(&path);
+        Sidecar::spawn(command, dir)
+    }
+
+    fn spawn(mut command: Command, dir: tempfile::TempDir) -> Sidecar {
+        let mut child = command.env("SHADOWDIFF_LOG", "warn").stdout(Stdio::piped()).spawn().expect("spawn shadowdiff");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read LISTENING line");
@@ -91,6 +122,33 @@ impl Sidecar {
         };
         let (proxy, admin) = (address("proxy="), address("admin="));
         Sidecar { child: Some(child), proxy, admin, dir, client: client() }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Its resident memory now (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    /// One unlabelled metric's value from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let metrics = self.admin_get("/metrics", None).await;
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
     }
 
     /// A URL on the proxied listener.

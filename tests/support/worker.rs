@@ -21,7 +21,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a warm shutdown (SIGTERM) may take before the group is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The switches of `celery_app.py`, cleared so the test's own environment cannot leak in.
-const SWITCHES: [&str; 6] = [
+const SWITCHES: [&str; 7] = [
+    "EVALSTACK_RESULT_SERIALIZER",
     "EVALSTACK_TIMEOUT_S",
     "EVALSTACK_SLEEP_WHEN",
     "EVALSTACK_SLEEP_S",
@@ -36,7 +37,8 @@ pub struct Worker {
     /// Node name given with `-n`; also a substring of every key it creates.
     node: String,
     queues: Vec<String>,
-    db: u32,
+    /// Broker and result backend.
+    url: String,
     log: Arc<Mutex<String>>,
     stopped: bool,
 }
@@ -51,11 +53,16 @@ impl Worker {
 
     /// Like [`Worker::start`] with several queues and a chosen concurrency.
     pub fn start_with(queues: &[&str], db: u32, concurrency: u32, env: &[(&str, &str)]) -> Worker {
+        Worker::start_on(&redis_url(db), queues, concurrency, env)
+    }
+
+    /// Like [`Worker::start_with`] on the Redis at `url` (broker and results).
+    pub fn start_on(url: &str, queues: &[&str], concurrency: u32, env: &[(&str, &str)]) -> Worker {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let celery = root.join(".venv/bin/celery");
         assert!(celery.exists(), "{} is missing: run scripts/test-env.sh first", celery.display());
         let node = format!("w-{}", uuid::Uuid::new_v4().simple());
-        let url = redis_url(db);
+        let url = url.to_owned();
         let mut command = Command::new(&celery);
         command
             .current_dir(&root)
@@ -82,8 +89,8 @@ impl Worker {
         collect(stdout, Arc::clone(&log), ready_tx.clone());
         collect(stderr, Arc::clone(&log), ready_tx);
 
-        let mut worker =
-            Worker { child, node, queues: queues.iter().map(|q| (*q).to_owned()).collect(), db, log, stopped: false };
+        let queues = queues.iter().map(|q| (*q).to_owned()).collect();
+        let mut worker = Worker { child, node, queues, url, log, stopped: false };
         let started = Instant::now();
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
@@ -126,10 +133,21 @@ impl Worker {
         self.stopped = true;
     }
 
+    /// Freezes the worker and its pool processes (SIGSTOP to the group), as a paused VM or
+    /// a stuck host would: it holds what it took and answers nothing.
+    pub fn pause(&self) {
+        signal_group(self.child.id(), "-STOP");
+    }
+
+    /// Lets a paused worker go on (SIGCONT to the group).
+    pub fn resume(&self) {
+        signal_group(self.child.id(), "-CONT");
+    }
+
     /// Deletes what the worker left in Redis: keys named after its queues or its node
     /// (queue lists, bindings, pidbox queue) and its member of the pidbox binding set.
     fn clean_keys(&self) {
-        let Ok(mut redis) = redis::Client::open(redis_url(self.db)).and_then(|c| c.get_connection()) else { return };
+        let Ok(mut redis) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection()) else { return };
         let mut patterns: Vec<String> = self.queues.iter().map(|q| format!("*{q}*")).collect();
         patterns.push(format!("*{}*", self.node));
         for pattern in patterns {
@@ -163,6 +181,7 @@ impl Drop for Worker {
             eprintln!("---- log of celery worker {} ----\n{}", self.node, self.log());
         }
         if !self.stopped {
+            self.resume();
             signal(&self.child.id().to_string(), "-TERM");
             let started = Instant::now();
             while matches!(self.child.try_wait(), Ok(None)) && started.elapsed() < STOP_TIMEOUT {

@@ -6,6 +6,7 @@
 //! (`shadow.max_in_flight`) and tracked, so shutdown can wait for them under a deadline.
 
 pub mod breaker;
+pub mod budget;
 pub mod observe;
 pub mod sampling;
 pub mod tap;
@@ -27,6 +28,7 @@ use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
 use crate::live::record::Recorder;
 use crate::live::shadow::{ms_between, Job, Shadow, ShadowRun};
 use crate::live::state::{Live, NotMirrored};
+use budget::Reservation;
 use observe::Observers;
 use tap::Handoff;
 
@@ -42,12 +44,14 @@ pub struct Mirror {
     recorder: Option<Arc<Recorder>>,
 }
 
-/// A submission that passed every check, with the legacy answer it got.
+/// A submission that passed every check, with the legacy answer it got (kept only when
+/// it is the legacy outcome) and the bytes reserved for what it holds.
 struct Accepted {
     job: Job,
     legacy_status_body: Bytes,
     submit_ms: f64,
     permit: OwnedSemaphorePermit,
+    reservation: Reservation,
 }
 
 impl Mirror {
@@ -92,9 +96,9 @@ impl Mirror {
         while let Some(item) = handoff.recv().await {
             match item {
                 Handoff::Observation(exchange) => self.observe(exchange),
-                Handoff::Submission(route, exchange) => {
+                Handoff::Submission(route, exchange, reservation) => {
                     let deciding = Instant::now();
-                    let decision = self.accept(&self.config.routes[route], exchange);
+                    let decision = self.accept(&self.config.routes[route], exchange, reservation);
                     self.live.selection_took(deciding.elapsed());
                     match decision {
                         Ok(accepted) => {
@@ -125,15 +129,22 @@ impl Mirror {
     }
 
     /// Every check a submission must pass to be mirrored, in order.
-    fn accept(&self, route: &Route, exchange: Exchange) -> Result<Accepted, NotMirrored> {
+    fn accept(
+        &self,
+        route: &Route,
+        exchange: Exchange,
+        reservation: Option<Reservation>,
+    ) -> Result<Accepted, NotMirrored> {
         let received_at = Instant::now() - exchange.submit;
         let response_body = match exchange.outcome {
+            LegacyOutcome::ClientError(_) => return Err(NotMirrored::ClientError),
             LegacyOutcome::Response { status, body } if status.is_success() => body,
             LegacyOutcome::Response { .. } => return Err(NotMirrored::LegacyRejected),
             LegacyOutcome::Unreachable(_) | LegacyOutcome::Timeout | LegacyOutcome::Cancelled => {
                 return Err(NotMirrored::LegacyError)
             }
         };
+        let reservation = reservation.ok_or(NotMirrored::MemoryBudget)?;
         let body = match exchange.request_body {
             Captured::Complete(body) if body.len() <= self.config.max_mirror_body_bytes => body,
             Captured::Complete(_) | Captured::TooLarge => return Err(NotMirrored::BodyTooLarge),
@@ -153,8 +164,9 @@ impl Mirror {
             }
         }
         .ok_or(NotMirrored::MissingEvalId)?;
-        let code = text_at(&request, &route.code).ok_or(NotMirrored::MissingCode)?;
+        text_at(&request, &route.code).ok_or(NotMirrored::MissingCode)?;
         let language = text_at(&request, &route.language).ok_or(NotMirrored::MissingLanguage)?;
+        drop(request);
 
         if !self.live.sampler.sampled(&eval_id) {
             return Err(NotMirrored::SampledOut);
@@ -166,20 +178,35 @@ impl Mirror {
             return Err(NotMirrored::BreakerOpen);
         }
         let permit = Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| NotMirrored::InFlightCap)?;
-        let path = exchange.path_and_query;
-        Ok(Accepted {
-            job: Job { eval_id, code, language, path, body, request, received_at },
-            legacy_status_body: response_bytes,
-            submit_ms: exchange.submit.as_secs_f64() * 1000.0,
-            permit,
-        })
+        let job = Job {
+            eval_id,
+            language,
+            code_pointer: route.code.clone(),
+            method: exchange.method,
+            path: exchange.path_and_query,
+            headers: exchange.headers,
+            body,
+            received_at,
+        };
+        // Keep the legacy answer only where it is the legacy outcome.
+        let legacy_status_body =
+            if self.config.legacy_outcome.mode == OutcomeMode::Response { response_bytes } else { Bytes::new() };
+        // What the evaluation holds from now on; less than the hand-off held, so it fits.
+        reservation.resize(job.held_bytes() + legacy_status_body.len() as u64);
+        Ok(Accepted { job, legacy_status_body, submit_ms: exchange.submit.as_secs_f64() * 1000.0, permit, reservation })
     }
 
     /// Runs both sides to their final outcomes, then judges, counts and records.
     async fn evaluate(&self, accepted: Accepted) {
-        let Accepted { job, legacy_status_body, submit_ms, permit } = accepted;
-        let legacy = self.legacy_side(&job, &legacy_status_body, submit_ms);
-        let shadow = self.shadow.run(&job);
+        let Accepted { job, legacy_status_body, submit_ms, permit, reservation } = accepted;
+        let legacy = async {
+            let side = self.legacy_side(&job, &legacy_status_body, submit_ms).await;
+            // The legacy outcome is held until the shadow's arrives: it counts too. If it
+            // does not fit, it is dropped now; the shadow still runs to its end (a Celery
+            // task is then cleaned up as usual) and the evaluation is not compared.
+            reservation.grow(json_bytes(&side)).then_some(side)
+        };
+        let shadow = self.shadow.run(&job, &reservation);
         let (legacy, shadow) = tokio::join!(legacy, shadow);
         drop(permit);
         let (shadow, retries) = match shadow {
@@ -189,16 +216,32 @@ impl Mirror {
                 self.live.unmirror(NotMirrored::ShadowUnavailable);
                 return;
             }
+            ShadowRun::NotCompared(reason, why) => {
+                tracing::debug!(eval_id = %job.eval_id, reason = reason.as_str(), %why, "not compared");
+                self.live.unmirror(reason);
+                if reason == NotMirrored::ShadowUnreadable {
+                    self.live.breaker.record(true, Instant::now());
+                }
+                return;
+            }
         };
+        let Some(legacy) = legacy else {
+            tracing::debug!(eval_id = %job.eval_id, "legacy outcome over the byte budget: not compared");
+            self.live.unmirror(NotMirrored::MemoryBudget);
+            return;
+        };
+        let request = job.request();
         let shadow_failed = !matches!(shadow, Side::Ok { .. });
         let evaluation = Evaluation {
             v: FORMAT_VERSION,
             eval_id: job.eval_id,
             language: job.language,
-            request: Some(job.request),
+            request: Some(request),
             legacy,
             shadow,
         };
+        drop(job.body);
+        drop(reservation);
         let verdict = self.live.judged(&evaluation, retries);
         self.live.breaker.record(shadow_failed, Instant::now());
         tracing::debug!(eval_id = %evaluation.eval_id, verdict = verdict.kind().as_str(), "judged");
@@ -256,6 +299,23 @@ impl Mirror {
             },
         }
     }
+}
+
+/// The size of a value's JSON, without building it.
+fn json_bytes(value: &impl serde::Serialize) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn text_at(document: &Value, tokens: &[String]) -> Option<String> {

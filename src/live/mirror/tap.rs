@@ -7,16 +7,18 @@ use std::sync::Arc;
 use hyper::Method;
 use tokio::sync::mpsc;
 
+use super::budget::{Budget, Reservation};
 use crate::config::live::{LiveConfig, OutcomeMode, Route};
 use crate::live::outcome;
-use crate::live::proxy::{Exchange, Tap};
+use crate::live::proxy::{Captured, Exchange, LegacyOutcome, Tap};
 use crate::live::state::Live;
 
 /// What crosses the hand-off.
 #[derive(Debug)]
 pub enum Handoff {
-    /// A submission on the route with this index.
-    Submission(usize, Exchange),
+    /// A submission on the route with this index, and the bytes reserved for it; `None`
+    /// when it did not fit in `shadow.max_pending_bytes` (its bodies were dropped).
+    Submission(usize, Exchange, Option<Reservation>),
     /// A client's own poll of a legacy result (observe mode).
     Observation(Exchange),
 }
@@ -27,13 +29,14 @@ pub struct MirrorTap {
     observe: Option<crate::config::live::OutcomeRule>,
     sender: mpsc::Sender<Handoff>,
     live: Arc<Live>,
+    budget: Arc<Budget>,
 }
 
 impl MirrorTap {
     /// A tap handing exchanges to `sender`.
-    pub fn new(config: &LiveConfig, sender: mpsc::Sender<Handoff>, live: Arc<Live>) -> MirrorTap {
+    pub fn new(config: &LiveConfig, sender: mpsc::Sender<Handoff>, live: Arc<Live>, budget: Arc<Budget>) -> MirrorTap {
         let observe = (config.legacy_outcome.mode == OutcomeMode::Observe).then(|| config.legacy_outcome.clone());
-        MirrorTap { routes: config.routes.clone(), observe, sender, live }
+        MirrorTap { routes: config.routes.clone(), observe, sender, live, budget }
     }
 
     fn route(&self, method: &Method, path_and_query: &str) -> Option<usize> {
@@ -56,7 +59,16 @@ impl Tap for MirrorTap {
         match self.route(&exchange.method, &exchange.path_and_query) {
             Some(index) => {
                 self.live.submission_seen();
-                if self.sender.try_send(Handoff::Submission(index, exchange)).is_err() {
+                let mut exchange = exchange;
+                let reservation = self.budget.try_reserve(held_bytes(&exchange));
+                if reservation.is_none() {
+                    // Not mirrored anyway: do not hold its bodies in the hand-off.
+                    exchange.request_body = Captured::TooLarge;
+                    if let LegacyOutcome::Response { body, .. } = &mut exchange.outcome {
+                        *body = Captured::TooLarge;
+                    }
+                }
+                if self.sender.try_send(Handoff::Submission(index, exchange, reservation)).is_err() {
                     self.live.submission_dropped();
                 }
             }
@@ -66,4 +78,19 @@ impl Tap for MirrorTap {
             }
         }
     }
+}
+
+/// The bytes an exchange holds while it waits in the hand-off: both body copies, the
+/// headers and the target.
+pub fn held_bytes(exchange: &Exchange) -> u64 {
+    let body = |captured: &Captured| match captured {
+        Captured::Complete(bytes) => bytes.len(),
+        Captured::TooLarge | Captured::Failed => 0,
+    };
+    let response = match &exchange.outcome {
+        LegacyOutcome::Response { body: captured, .. } => body(captured),
+        _ => 0,
+    };
+    let headers: usize = exchange.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 32).sum();
+    (body(&exchange.request_body) + response + headers + exchange.path_and_query.len()) as u64
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::{Method, StatusCode};
+use hyper::{HeaderMap, Method, StatusCode};
 
 use super::tap::{Captured, Exchange, LegacyOutcome, Tap};
 
@@ -155,6 +155,7 @@ pub(crate) struct ExchangeRecord {
     tap: Arc<dyn Tap>,
     method: Method,
     path_and_query: String,
+    headers: HeaderMap,
     request_body: RequestSlot,
     received: Instant,
 }
@@ -162,7 +163,19 @@ pub(crate) struct ExchangeRecord {
 impl ExchangeRecord {
     /// Starts a record for a request received at `received`.
     pub(crate) fn new(tap: Arc<dyn Tap>, method: Method, path_and_query: String, received: Instant) -> Self {
-        Self { tap, method, path_and_query, request_body: Arc::new(OnceLock::new()), received }
+        Self {
+            tap,
+            method,
+            path_and_query,
+            headers: HeaderMap::new(),
+            request_body: Arc::new(OnceLock::new()),
+            received,
+        }
+    }
+
+    /// Keeps the client's request headers (hop-by-hop fields already removed).
+    pub(crate) fn set_headers(&mut self, headers: HeaderMap) {
+        self.headers = headers;
     }
 
     /// The callback for the request body's [`Tee`].
@@ -186,6 +199,7 @@ impl ExchangeRecord {
         self.tap.exchange(Exchange {
             method: self.method,
             path_and_query: self.path_and_query,
+            headers: self.headers,
             request_body,
             outcome,
             submit,

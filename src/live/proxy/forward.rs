@@ -9,22 +9,25 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, VIA};
 use hyper::http::uri::{InvalidUriParts, PathAndQuery};
 use hyper::http::Extensions;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::capture::{ExchangeRecord, PendingExchange, Tee};
+use super::client::{BodyState, ClientBody, ClientFault};
 use super::headers;
 use super::stats::{InFlight, ProxyStats};
 use super::tap::{LegacyOutcome, Tap};
 use super::LegacyTarget;
+use crate::live::listener::Busy;
 
 /// How long an idle pooled connection to the legacy upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -34,6 +37,9 @@ const POOL_MAX_IDLE: usize = 512;
 const UNREACHABLE_BODY: &[u8] = br#"{"error":"legacy upstream unreachable"}"#;
 const TIMEOUT_BODY: &[u8] = br#"{"error":"legacy upstream timed out"}"#;
 const BAD_TARGET_BODY: &[u8] = br#"{"error":"bad request target"}"#;
+const MALFORMED_BODY: &[u8] = br#"{"error":"malformed or incomplete request body"}"#;
+const SLOW_BODY: &[u8] = br#"{"error":"request body too slow"}"#;
+const CONNECT_BODY: &[u8] = br#"{"error":"CONNECT is not supported"}"#;
 
 /// Why a request got no legacy response.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +53,9 @@ pub(crate) enum ForwardError {
     /// The client's request target cannot be re-addressed to the legacy upstream.
     #[error("request target cannot be forwarded: {0}")]
     Target(#[from] InvalidUriParts),
+    /// The client broke its own request body; legacy is not to blame.
+    #[error("client fault: {}", .0.as_str())]
+    Client(ClientFault),
 }
 
 impl ForwardError {
@@ -55,6 +64,8 @@ impl ForwardError {
             Self::Unreachable(_) => (StatusCode::BAD_GATEWAY, UNREACHABLE_BODY),
             Self::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, TIMEOUT_BODY),
             Self::Target(_) => (StatusCode::BAD_REQUEST, BAD_TARGET_BODY),
+            Self::Client(ClientFault::Slow) => (StatusCode::REQUEST_TIMEOUT, SLOW_BODY),
+            Self::Client(ClientFault::Malformed | ClientFault::Gone) => (StatusCode::BAD_REQUEST, MALFORMED_BODY),
         }
     }
 
@@ -63,13 +74,20 @@ impl ForwardError {
             Self::Unreachable(reason) => LegacyOutcome::Unreachable(reason.clone()),
             Self::Timeout(_) => LegacyOutcome::Timeout,
             Self::Target(error) => LegacyOutcome::Unreachable(error.to_string()),
+            Self::Client(fault) => LegacyOutcome::ClientError(*fault),
         }
     }
 }
 
+/// The request as sent to legacy.
+type LegacyRequest = Request<Tee<ClientBody<Incoming>>>;
+
+/// What the legacy leg of a request came to: the response (its body teed when captured).
+type LegacyResult = Result<Response<Tee<Incoming>>, ForwardError>;
+
 /// Per-listener forwarding state, shared by every connection.
 pub(crate) struct Forwarder {
-    client: Client<HttpConnector, Tee<Incoming>>,
+    client: Client<HttpConnector, Tee<ClientBody<Incoming>>>,
     legacy: LegacyTarget,
     tap: Arc<dyn Tap>,
     stats: Arc<ProxyStats>,
@@ -90,11 +108,25 @@ impl Forwarder {
     }
 
     /// Forwards one client request and returns the response to send back. Never fails:
-    /// legacy failures become 502/504 responses.
-    pub(crate) async fn forward(&self, request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    /// legacy failures become 502/504 responses, client faults 400/408, `CONNECT` 405.
+    ///
+    /// A captured request's legacy leg runs on a task of its own: a client that leaves
+    /// after sending its whole request does not cancel it, and its exchange is still
+    /// delivered with the legacy response.
+    pub(crate) async fn forward(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         let received = Instant::now();
         let in_flight = InFlight::start(&self.stats);
+        if request.method() == Method::CONNECT {
+            debug!("CONNECT refused");
+            return fixed_response(StatusCode::METHOD_NOT_ALLOWED, CONNECT_BODY, in_flight);
+        }
         let (parts, body) = request.into_parts();
+        let body_state = BodyState::default();
+        let body = ClientBody::new(body, body_state.clone());
 
         let path_and_query = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let record = self.tap.capture(&parts.method, path_and_query).then(|| {
@@ -104,51 +136,99 @@ impl Forwarder {
             Some(record) => Tee::recording(body, self.legacy.max_capture_bytes, record.request_sink()),
             None => Tee::plain(body),
         };
-        // From here on, dropping this future (client gone) still delivers the exchange.
-        let mut pending = PendingExchange::new(record);
-
-        let result = match self.legacy_request(parts, body, client) {
-            Ok(request) => self.send(request).await,
-            Err(error) => Err(error),
+        let mut record = record;
+        let request = self.legacy_request(parts, body, client, record.as_mut());
+        let result = match (request, record) {
+            (Err(error), record) => {
+                if let Some(record) = record {
+                    record.deliver(error.outcome(), received.elapsed());
+                }
+                Err(error)
+            }
+            (Ok(request), None) => {
+                let result = self.send(request, &body_state).await;
+                result.map(|response| self.relay(response, None, received.elapsed()))
+            }
+            (Ok(request), Some(record)) => {
+                let (sender, receiver) = oneshot::channel();
+                tokio::spawn(Arc::clone(&self).captured_leg(request, record, body_state, received, sender));
+                receiver.await.unwrap_or_else(|_| Err(ForwardError::Unreachable("legacy leg ended early".into())))
+            }
         };
         let submit = received.elapsed();
         match result {
             Ok(response) => {
                 debug!(status = response.status().as_u16(), submit_us = submit.as_micros() as u64, "legacy answered");
-                self.relay(response, pending.take(), submit, in_flight)
+                response.map(|body| ProxyBody { kind: Kind::Legacy(body), _in_flight: in_flight, _busy: None })
             }
             Err(error) => {
-                debug!(%error, submit_us = submit.as_micros() as u64, "legacy failed");
-                if let Some(record) = pending.take() {
-                    record.deliver(error.outcome(), submit);
-                }
+                debug!(%error, submit_us = submit.as_micros() as u64, "no legacy answer");
                 local_response(&error, in_flight)
             }
         }
     }
 
-    /// Sends to the legacy upstream and waits, within the timeout, for the response head.
-    async fn send(&self, request: Request<Tee<Incoming>>) -> Result<Response<Incoming>, ForwardError> {
-        match tokio::time::timeout(self.legacy.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(error)) => {
-                self.stats.count_unreachable();
-                Err(ForwardError::Unreachable(error_chain(&error)))
+    /// The legacy leg of a captured exchange, on its own task. Sends the response back to
+    /// the handler; if the client has left meanwhile, reads the response body to its end
+    /// (within the legacy timeout) so that the exchange is delivered with it.
+    async fn captured_leg(
+        self: Arc<Self>,
+        request: LegacyRequest,
+        record: ExchangeRecord,
+        body_state: BodyState,
+        received: Instant,
+        reply: oneshot::Sender<LegacyResult>,
+    ) {
+        // Dropped before the head arrives (the runtime shutting down): delivered as cancelled.
+        let mut pending = PendingExchange::new(Some(record));
+        let result = self.send(request, &body_state).await;
+        let submit = received.elapsed();
+        let result = match result {
+            Ok(response) => Ok(self.relay(response, pending.take(), submit)),
+            Err(error) => {
+                if let Some(record) = pending.take() {
+                    record.deliver(error.outcome(), submit);
+                }
+                Err(error)
             }
-            Err(_elapsed) => {
-                self.stats.count_timeout();
-                Err(ForwardError::Timeout(self.legacy.timeout))
-            }
+        };
+        if let Err(Ok(response)) = reply.send(result) {
+            debug!("client left after its request; reading the legacy response for the mirror");
+            let body = response.into_body();
+            let _ = tokio::time::timeout(self.legacy.timeout, body.collect()).await;
         }
     }
 
-    /// The client's request re-addressed to the legacy upstream, as HTTP/1.1.
+    /// Sends to the legacy upstream and waits, within the timeout, for the response head.
+    /// A failure is blamed on the client when its body broke or had not ended.
+    async fn send(&self, request: LegacyRequest, body: &BodyState) -> Result<Response<Incoming>, ForwardError> {
+        let error = match tokio::time::timeout(self.legacy.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(error)) => match body.fault() {
+                Some(fault) => ForwardError::Client(fault),
+                None => ForwardError::Unreachable(error_chain(&error)),
+            },
+            Err(_elapsed) if !body.complete() => ForwardError::Client(ClientFault::Slow),
+            Err(_elapsed) => ForwardError::Timeout(self.legacy.timeout),
+        };
+        match &error {
+            ForwardError::Unreachable(_) => self.stats.count_unreachable(),
+            ForwardError::Timeout(_) => self.stats.count_timeout(),
+            ForwardError::Client(_) => self.stats.count_client_error(),
+            ForwardError::Target(_) => {}
+        }
+        Err(error)
+    }
+
+    /// The client's request re-addressed to the legacy upstream, as HTTP/1.1; the record
+    /// (if captured) keeps the client's headers as they were before the proxy's additions.
     fn legacy_request(
         &self,
         mut parts: hyper::http::request::Parts,
-        body: Tee<Incoming>,
+        body: Tee<ClientBody<Incoming>>,
         client: SocketAddr,
-    ) -> Result<Request<Tee<Incoming>>, ForwardError> {
+        record: Option<&mut ExchangeRecord>,
+    ) -> Result<LegacyRequest, ForwardError> {
         // Host is forwarded as the client sent it. HTTP/2 clients send `:authority`
         // instead, which becomes Host; with neither, hyper sets the legacy authority.
         if !parts.headers.contains_key(HOST) {
@@ -159,6 +239,9 @@ impl Forwarder {
             }
         }
         headers::remove_hop_by_hop(&mut parts.headers);
+        if let Some(record) = record {
+            record.set_headers(parts.headers.clone());
+        }
         if let Some(via) = &self.legacy.via {
             headers::append_to_list(&mut parts.headers, VIA, via.clone());
         }
@@ -184,8 +267,7 @@ impl Forwarder {
         response: Response<Incoming>,
         record: Option<ExchangeRecord>,
         submit: Duration,
-        in_flight: InFlight,
-    ) -> Response<ProxyBody> {
+    ) -> Response<Tee<Incoming>> {
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         if let Some(via) = &self.legacy.via {
@@ -201,14 +283,19 @@ impl Forwarder {
             }
             None => Tee::plain(body),
         };
-        Response::from_parts(parts, ProxyBody { kind: Kind::Legacy(body), _in_flight: in_flight })
+        Response::from_parts(parts, body)
     }
 }
 
 /// Our own short JSON answer for a request the legacy upstream did not answer.
 fn local_response(error: &ForwardError, in_flight: InFlight) -> Response<ProxyBody> {
     let (status, body) = error.status_and_body();
-    let body = ProxyBody { kind: Kind::Local(Full::new(Bytes::from_static(body))), _in_flight: in_flight };
+    fixed_response(status, body, in_flight)
+}
+
+/// A short JSON answer of our own.
+fn fixed_response(status: StatusCode, body: &'static [u8], in_flight: InFlight) -> Response<ProxyBody> {
+    let body = ProxyBody { kind: Kind::Local(Full::new(Bytes::from_static(body))), _in_flight: in_flight, _busy: None };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -228,10 +315,19 @@ fn error_chain(error: &dyn StdError) -> String {
 }
 
 /// The body of every response the proxy sends: the legacy stream, or a local error body.
-/// Holds the request's in-flight count until hyper drops it.
+/// Holds the request's in-flight count (and its connection's busy mark) until hyper drops it.
 pub(crate) struct ProxyBody {
     kind: Kind,
     _in_flight: InFlight,
+    _busy: Option<Busy>,
+}
+
+impl ProxyBody {
+    /// Keeps the connection marked busy until this body is done.
+    pub(crate) fn with_busy(mut self, busy: Busy) -> Self {
+        self._busy = Some(busy);
+        self
+    }
 }
 
 enum Kind {

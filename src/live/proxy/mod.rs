@@ -8,7 +8,8 @@
 //! over. Nothing on the tap's side can delay, fail or change the client's answer.
 //!
 //! - [`serve`]: accept loop, HTTP/1.1 and HTTP/2 (prior knowledge), graceful shutdown.
-//! - `forward`: one request to the legacy upstream and back, 502/504 on failure.
+//! - `forward`: one request to the legacy upstream and back, 502/504 on a legacy failure,
+//!   400/408 on a client's (see [`client`]), 405 for `CONNECT`.
 //! - `headers`: hop-by-hop removal and list-valued additions.
 //! - `capture`: the tee body and the once-only delivery of an exchange.
 //! - [`tap`]: what the tap sees. [`stats`]: what the proxy counts.
@@ -17,6 +18,7 @@
 //! clients), so the legacy upstream sees the name the client used, not its own address.
 
 mod capture;
+pub mod client;
 mod forward;
 mod headers;
 pub mod stats;
@@ -38,15 +40,14 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, debug_span, warn, Instrument};
+use tracing::{debug, debug_span, Instrument};
 
+pub use self::client::ClientFault;
 pub use self::stats::{ProxyStats, ProxyStatsSnapshot};
 pub use self::tap::{Captured, Exchange, LegacyOutcome, Tap};
 
 use self::forward::Forwarder;
-
-/// Pause after an accept error (out of file descriptors and the like) before retrying.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+use crate::live::listener::{self, Activity, ConnectionLimits, TimedIo};
 
 /// How the proxy reaches and presents itself to the legacy upstream.
 #[derive(Debug, Clone)]
@@ -64,6 +65,8 @@ pub struct ProxyConfig {
     pub forwarded_headers: bool,
     /// Cap on each captured body copy; larger bodies are captured as [`Captured::TooLarge`].
     pub max_capture_bytes: usize,
+    /// How long a client connection may stay silent (see [`listener`]).
+    pub limits: ConnectionLimits,
 }
 
 /// Why a [`ProxyConfig`] cannot be served.
@@ -140,11 +143,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let target = config.target().map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-    let forwarder = Arc::new(Forwarder::new(target, tap, stats));
+    let forwarder = Arc::new(Forwarder::new(target, tap, Arc::clone(&stats)));
 
+    let limits = config.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The timer enables hyper's default header read timeout on HTTP/1 connections.
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
 
@@ -152,12 +155,8 @@ pub async fn serve(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => spawn_connection(&builder, &graceful, stream, peer, Arc::clone(&forwarder)),
-                Err(error) => {
-                    warn!(%error, "accept failed; retrying shortly");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+            (stream, peer) = listener::accept(&listener, stats.accept_errors()) => {
+                spawn_connection(&builder, &graceful, stream, peer, Arc::clone(&forwarder), limits);
             }
         }
     }
@@ -175,19 +174,29 @@ fn spawn_connection(
     stream: TcpStream,
     peer: SocketAddr,
     forwarder: Arc<Forwarder>,
+    limits: ConnectionLimits,
 ) {
     // Small request/response exchanges must not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let requests = Arc::clone(&activity);
     let service = service_fn(move |request: Request<Incoming>| {
         let forwarder = Arc::clone(&forwarder);
+        let busy = requests.request(request.version() == hyper::Version::HTTP_2);
         let span = debug_span!("request", method = %request.method(), path = %request.uri().path());
-        async move { Ok::<_, Infallible>(forwarder.forward(request, peer).instrument(span).await) }
+        async move {
+            let response = forwarder.forward(request, peer).instrument(span).await;
+            Ok::<_, Infallible>(response.map(|body| body.with_busy(busy)))
+        }
     });
-    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+    let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity)));
+    let connection = builder.serve_connection(io, service).into_owned();
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            debug!(%peer, %error, "client connection ended with an error");
+        match listener::guard(connection, activity, limits).await {
+            Some(Err(error)) => debug!(%peer, %error, "client connection ended with an error"),
+            Some(Ok(())) => {}
+            None => debug!(%peer, "client connection closed: silent past its timeout"),
         }
     });
 }
@@ -203,6 +212,7 @@ mod tests {
             via: Some("1.1 shadowdiff".to_owned()),
             forwarded_headers: true,
             max_capture_bytes: 64,
+            limits: ConnectionLimits::default(),
         }
     }
 

@@ -12,6 +12,8 @@ pub struct ProxyStats {
     legacy_unreachable_total: AtomicU64,
     legacy_timeout_total: AtomicU64,
     in_flight: AtomicU64,
+    client_errors_total: AtomicU64,
+    accept_errors_total: AtomicU64,
 }
 
 /// A point-in-time copy of [`ProxyStats`].
@@ -25,6 +27,11 @@ pub struct ProxyStatsSnapshot {
     pub legacy_timeout_total: u64,
     /// Requests whose response has not finished streaming to the client yet.
     pub in_flight: u64,
+    /// Requests the client broke (malformed or slow body, left mid-body): answered 400 or
+    /// 408, never counted as legacy faults.
+    pub client_errors_total: u64,
+    /// Failed `accept` calls on the proxy and admin listeners (e.g. out of descriptors).
+    pub accept_errors_total: u64,
 }
 
 impl ProxyStats {
@@ -40,6 +47,8 @@ impl ProxyStats {
             legacy_unreachable_total: self.legacy_unreachable_total.load(Ordering::Relaxed),
             legacy_timeout_total: self.legacy_timeout_total.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            client_errors_total: self.client_errors_total.load(Ordering::Relaxed),
+            accept_errors_total: self.accept_errors_total.load(Ordering::Relaxed),
         }
     }
 
@@ -49,6 +58,15 @@ impl ProxyStats {
 
     pub(crate) fn count_timeout(&self) {
         self.legacy_timeout_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_client_error(&self) {
+        self.client_errors_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter the listeners' accept loops add their failures to.
+    pub fn accept_errors(&self) -> &AtomicU64 {
+        &self.accept_errors_total
     }
 }
 

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
+use hyper::{HeaderMap, Method, StatusCode};
+
+use super::client::ClientFault;
 
 /// Decides which exchanges are captured and receives them once they are over.
 pub trait Tap: Send + Sync + 'static {
@@ -31,6 +33,9 @@ pub struct Exchange {
     pub method: Method,
     /// The client's request target (path and query), as sent.
     pub path_and_query: String,
+    /// The client's request headers, hop-by-hop fields removed, before the proxy added
+    /// any (`Via`, `X-Forwarded-*`).
+    pub headers: HeaderMap,
     /// The request body the client sent, as far as the legacy upstream consumed it.
     pub request_body: Captured,
     /// What the legacy upstream answered, or why it did not.
@@ -68,8 +73,11 @@ pub enum LegacyOutcome {
     Unreachable(String),
     /// No response head within `legacy_timeout`. The client got a 504.
     Timeout,
-    /// The client went away before the legacy response head arrived, so nothing was
-    /// answered. (Added to the brief's shape so that the tap still hears of every captured
-    /// exchange exactly once.)
+    /// The exchange was abandoned before the legacy response head arrived (the runtime
+    /// shut down). A client that leaves after sending its whole request does not cancel
+    /// the exchange: the legacy request goes on and its response is captured.
     Cancelled,
+    /// The client broke its own request (malformed body, left mid-body, body too slow): it
+    /// got a 400 or 408, and the legacy upstream is not to blame.
+    ClientError(ClientFault),
 }

@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{ms_between, Job, ShadowRun};
 use crate::celery::broker::{BrokerConfig, BrokerError, CeleryBroker, WaitOutcome};
-use crate::celery::{encode_task, Expires, TaskSpec, TaskState};
+use crate::celery::{encode_task, EncodedTask, Expires, TaskSpec, TaskState};
 use crate::config::live::{CelerySettings, OutcomeRule};
 use crate::fixture::Side;
+use crate::live::mirror::budget::Reservation;
 use crate::live::outcome;
 use crate::live::state::NotMirrored;
 
@@ -40,9 +41,9 @@ pub struct CeleryGauges {
     pub unavailable: AtomicBool,
     /// Tasks pushed into the broker.
     pub submitted: AtomicU64,
-    /// With `delete_results = false`: bytes of the result values left in Redis (they
-    /// expire after the backend's `result_expires`, one day by default). Approximate: the
-    /// JSON of each value, without the key and Redis' own overhead.
+    /// With `delete_results = false`: bytes Redis spends on the result keys left behind
+    /// (they expire after the backend's `result_expires`, one day by default), measured
+    /// with `MEMORY USAGE` of each key once its final state is read.
     pub retained_result_bytes: AtomicU64,
 }
 
@@ -52,6 +53,8 @@ pub struct CeleryShadow {
     settings: CelerySettings,
     rule: OutcomeRule,
     origin: String,
+    /// Whether the unreadable-result warning was logged.
+    warned_unreadable: AtomicBool,
     /// Queue depth and availability.
     pub gauges: Arc<CeleryGauges>,
 }
@@ -67,12 +70,13 @@ impl CeleryShadow {
             layout: settings.layout.clone(),
             delete_results: settings.delete_results,
             result_poll_interval: rule.interval.max(Duration::from_millis(100)),
+            late_result_watch: settings.late_result_watch,
         })
         .await?;
         let gauges = Arc::new(CeleryGauges::default());
         tokio::spawn(sample(broker.clone(), Arc::clone(&gauges), settings.max_queue_depth, shutdown));
         let origin = format!("shadowdiff{}@{}", std::process::id(), hostname());
-        Ok(CeleryShadow { broker, settings, rule, origin, gauges })
+        Ok(CeleryShadow { broker, settings, rule, origin, warned_unreadable: AtomicBool::new(false), gauges })
     }
 
     /// Why mirroring should pause now, if it should.
@@ -86,15 +90,27 @@ impl CeleryShadow {
         }
     }
 
-    /// Enqueues the task and waits for its final result.
-    pub async fn run(&self, job: &Job) -> ShadowRun {
-        let spec = self.task_spec(job);
+    /// Enqueues the task and waits for its final result, leaving nothing behind: a task
+    /// given up on is removed from the queue if still there, otherwise revoked (if
+    /// configured) and its result key watched and deleted when a late worker writes it.
+    pub async fn run(&self, job: &Job, reservation: &Reservation) -> ShadowRun {
+        let Some(code) = job.code() else {
+            return ShadowRun::NotCompared(NotMirrored::MissingCode, "no code in the request body".into());
+        };
+        let deadline = self.settings.outcome.deadline.saturating_sub(job.received_at.elapsed());
+        let spec = self.task_spec(job, &code, deadline);
+        drop(code);
         let task = match encode_task(&spec, &self.settings.layout) {
             Ok(task) => task,
             Err(e) => {
                 return ShadowRun::side(Side::Error { submit_ms: None, error: json!({"shadowdiff": e.to_string()}) })
             }
         };
+        drop(spec);
+        // The message is kept until the outcome, to remove it from the queue if need be.
+        if !reservation.resize(reservation.bytes() + task.envelope.len() as u64) {
+            return ShadowRun::NotCompared(NotMirrored::MemoryBudget, "the Celery message does not fit".into());
+        }
         let submitted_at = Instant::now();
         let waiter = match self.broker.submit(&task).await {
             Ok(waiter) => waiter,
@@ -105,8 +121,6 @@ impl CeleryShadow {
         };
         let submit_ms = ms_between(submitted_at, Instant::now());
         self.gauges.submitted.fetch_add(1, Ordering::Relaxed);
-        let deadline =
-            self.settings.outcome.deadline.saturating_sub(submitted_at.saturating_duration_since(job.received_at));
         match waiter.wait(deadline).await {
             // The task was pushed: it is mirrored, and without an outcome it is lost, never
             // "not mirrored" (that would hide it from `max_lost`).
@@ -120,17 +134,22 @@ impl CeleryShadow {
                 };
                 ShadowRun::side(side)
             }
+            Err(BrokerError::BadResult { task_id, source }) => {
+                self.warn_unreadable(&task_id, &source);
+                ShadowRun::NotCompared(NotMirrored::ShadowUnreadable, format!("task {task_id}: {source}"))
+            }
             Err(e) => {
                 ShadowRun::side(Side::Error { submit_ms: Some(submit_ms), error: json!({"shadowdiff": e.to_string()}) })
             }
             Ok(WaitOutcome::Final { result, retries_seen }) => {
                 let outcome_ms = ms_between(submitted_at, Instant::now());
                 if !self.settings.delete_results {
-                    let value = match &result.state {
-                        TaskState::Success(value) => serde_json::to_vec(value).map_or(0, |v| v.len()),
-                        state => state.error().map_or(0, |e| e.to_json().to_string().len()),
-                    };
-                    self.gauges.retained_result_bytes.fetch_add(value as u64, Ordering::Relaxed);
+                    match self.broker.result_memory(&task.task_id).await {
+                        Ok(bytes) => {
+                            self.gauges.retained_result_bytes.fetch_add(bytes.unwrap_or(0), Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::debug!(task_id = %task.task_id, error = %e, "MEMORY USAGE failed"),
+                    }
                 }
                 let side = match result.state {
                     TaskState::Success(value) => {
@@ -144,11 +163,7 @@ impl CeleryShadow {
                 ShadowRun::Side { side, retries: retries_seen }
             }
             Ok(WaitOutcome::Lost { retries_seen, last_state }) => {
-                if self.settings.revoke_lost {
-                    if let Err(e) = self.broker.revoke(&task.task_id).await {
-                        tracing::debug!(task_id = %task.task_id, error = %e, "revoke of a lost task failed");
-                    }
-                }
+                self.leave_nothing_behind(&task).await;
                 let side = Side::Lost {
                     submit_ms: Some(submit_ms),
                     waited_ms: ms_between(submitted_at, Instant::now()),
@@ -159,15 +174,47 @@ impl CeleryShadow {
         }
     }
 
-    fn task_spec(&self, job: &Job) -> TaskSpec {
+    /// A lost task: out of the queue if it is still there; otherwise a worker holds it, so
+    /// revoke it (if configured); the broker deletes whatever result it writes late.
+    async fn leave_nothing_behind(&self, task: &EncodedTask) {
+        match self.broker.remove_queued(task).await {
+            Ok(true) => {
+                tracing::debug!(task_id = %task.task_id, "lost task removed from the queue");
+                self.broker.forget_late(&task.task_id);
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(task_id = %task.task_id, error = %e, "LREM of a lost task failed"),
+        }
+        if self.settings.revoke_lost {
+            if let Err(e) = self.broker.revoke(&task.task_id).await {
+                tracing::debug!(task_id = %task.task_id, error = %e, "revoke of a lost task failed");
+            }
+        }
+    }
+
+    /// One clear line, once per process: the workers write results shadowdiff cannot read.
+    fn warn_unreadable(&self, task_id: &str, error: &crate::celery::WireError) {
+        if !self.warned_unreadable.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %task_id,
+                %error,
+                "a Celery result is not JSON, so no shadow outcome can be compared (counted as shadow_unreadable, \
+                 key deleted): set result_serializer = \"json\" and accept_content = [\"json\"] on the shadow workers"
+            );
+        }
+    }
+
+    fn task_spec(&self, job: &Job, code: &str, deadline: Duration) -> TaskSpec {
         let s = &self.settings;
-        let fill = |v: &Value| fill_template(v, job);
+        let fill = |v: &Value| fill_template(v, job, code);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         TaskSpec {
             priority: s.priority,
             args: s.args.iter().map(fill).collect(),
             kwargs: s.kwargs.iter().map(|(name, v)| (name.clone(), fill(v))).collect(),
-            expires: s.expires.map(|ttl| Expires::after(now, ttl)),
+            // A worker that gets the task after its outcome deadline discards it.
+            expires: Some(Expires::after(now, s.expires.unwrap_or(deadline))),
             time_limit: s.time_limit,
             soft_time_limit: s.soft_time_limit,
             origin: self.origin.clone(),
@@ -177,13 +224,15 @@ impl CeleryShadow {
 }
 
 /// Fills `{eval_id}`, `{code}` and `{language}` in every string of a template value.
-pub fn fill_template(template: &Value, job: &Job) -> Value {
+pub fn fill_template(template: &Value, job: &Job, code: &str) -> Value {
     match template {
         Value::String(text) => Value::String(
-            text.replace("{eval_id}", &job.eval_id).replace("{language}", &job.language).replace("{code}", &job.code),
+            text.replace("{eval_id}", &job.eval_id).replace("{language}", &job.language).replace("{code}", code),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(|v| fill_template(v, job)).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), fill_template(v, job))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill_template(v, job, code)).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), fill_template(v, job, code))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -229,16 +278,18 @@ mod tests {
     fn templates_fill_every_string() {
         let job = Job {
             eval_id: "e-1".into(),
-            code: "print('{x}')".into(),
             language: "python".into(),
+            code_pointer: vec!["code".into()],
+            method: hyper::Method::POST,
             path: "/evaluations".into(),
-            body: bytes::Bytes::new(),
-            request: Value::Null,
+            headers: hyper::HeaderMap::new(),
+            body: bytes::Bytes::from_static(br#"{"code": "print('{x}')"}"#),
             received_at: Instant::now(),
         };
         let template = json!(["{eval_id}", "{code}", {"lang": "{language}", "shadow": true}, 3]);
+        let code = job.code().expect("code");
         assert_eq!(
-            fill_template(&template, &job),
+            fill_template(&template, &job, &code),
             json!(["e-1", "print('{x}')", {"lang": "python", "shadow": true}, 3])
         );
     }

@@ -10,27 +10,61 @@ pub mod http;
 use std::time::Instant;
 
 use bytes::Bytes;
+use hyper::{HeaderMap, Method};
 use serde_json::Value;
 
 use crate::fixture::Side;
+use crate::judge::pointer;
+use crate::live::mirror::budget::Reservation;
+use crate::live::state::NotMirrored;
 
-/// One evaluation to mirror.
+/// One evaluation to mirror: the client's request as sent, and what was read from it.
+///
+/// Only the raw body is kept (it is what the HTTP shadow sends and the report shows);
+/// the parsed document and the code are read from it again when needed, so a pending
+/// evaluation holds its request once, not three times.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// The evaluation id.
     pub eval_id: String,
-    /// The code to run.
-    pub code: String,
     /// Its language.
     pub language: String,
-    /// The request path the client used.
+    /// Tokens of the route's pointer to the code in the body.
+    pub code_pointer: Vec<String>,
+    /// The client's request method.
+    pub method: Method,
+    /// The request target (path and query) the client used.
     pub path: String,
+    /// The client's request headers, hop-by-hop fields removed.
+    pub headers: HeaderMap,
     /// The request body as the client sent it.
     pub body: Bytes,
-    /// The request body, parsed.
-    pub request: Value,
     /// When the proxy received the client's request.
     pub received_at: Instant,
+}
+
+impl Job {
+    /// The request body, parsed (`Null` if it is not JSON, which the mirror has ruled out).
+    pub fn request(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The code to run, read from the body at the route's pointer.
+    pub fn code(&self) -> Option<String> {
+        let tokens: Vec<&str> = self.code_pointer.iter().map(String::as_str).collect();
+        match pointer::lookup(&self.request(), &tokens)? {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The bytes this job holds.
+    pub fn held_bytes(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 32).sum();
+        let pointer: usize = self.code_pointer.iter().map(String::len).sum();
+        (self.eval_id.len() + self.language.len() + pointer + self.path.len() + headers + self.body.len()) as u64
+    }
 }
 
 /// What the shadow did with a job.
@@ -45,6 +79,9 @@ pub enum ShadowRun {
     },
     /// The shadow could not take the job at all (its transport is down): not mirrored.
     Unavailable(String),
+    /// The job went to the shadow (or would have) but cannot be compared, for this
+    /// reason; the text says why, for the debug log.
+    NotCompared(NotMirrored, String),
 }
 
 impl ShadowRun {
@@ -63,16 +100,17 @@ pub enum Shadow {
 }
 
 impl Shadow {
-    /// Runs one job to its final shadow outcome (or error, or loss).
-    pub async fn run(&self, job: &Job) -> ShadowRun {
+    /// Runs one job to its final shadow outcome (or error, or loss). What the shadow
+    /// holds beyond the job (a Celery message) is added to `reservation`.
+    pub async fn run(&self, job: &Job, reservation: &Reservation) -> ShadowRun {
         match self {
             Shadow::Http(shadow) => shadow.run(job).await,
-            Shadow::Celery(shadow) => shadow.run(job).await,
+            Shadow::Celery(shadow) => shadow.run(job, reservation).await,
         }
     }
 
     /// Whether mirroring should pause now (the Celery queue too deep, Redis down).
-    pub fn paused(&self) -> Option<crate::live::state::NotMirrored> {
+    pub fn paused(&self) -> Option<NotMirrored> {
         match self {
             Shadow::Http(_) => None,
             Shadow::Celery(shadow) => shadow.paused(),
@@ -87,7 +125,7 @@ impl Shadow {
         }
     }
 
-    /// Approximate bytes of Celery results left in Redis (`delete_results = false`).
+    /// Bytes Redis spends on Celery results left there (`delete_results = false`).
     pub fn retained_result_bytes(&self) -> Option<u64> {
         match self {
             Shadow::Http(_) => None,
