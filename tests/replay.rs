@@ -578,7 +578,16 @@ fn a_file_that_is_not_json_lines_is_refused_naming_it() {
 
 #[test]
 fn the_summary_says_how_many_groups_it_leaves_out() {
-    let output = shadowdiff(&["replay", FIXTURES]);
+    // Ten mismatches, each differing at a field of its own: ten groups.
+    let scratch = Scratch::new();
+    let lines: Vec<String> = (0..10)
+        .map(|i| {
+            let field = format!("f{i}");
+            line(&format!("g{i}"), ok(json!({ field.clone(): 1 })), ok(json!({ field: 2 })))
+        })
+        .collect();
+    let ten = scratch.file("ten.jsonl", lines.join("\n") + "\n");
+    let output = shadowdiff(&["replay", str(&ten)]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     let at = text.find("  mismatch groups:").expect("groups line");
@@ -586,7 +595,6 @@ fn the_summary_says_how_many_groups_it_leaves_out() {
     assert_eq!(text[at..].lines().next(), Some("  mismatch groups: top 5 of 10 groups"));
     assert_eq!(listed.len(), 5, "{text}");
 
-    let scratch = Scratch::new();
     let one = scratch.file("one.jsonl", line("m", ok(json!({"a": 1})), ok(json!({"a": 2}))) + "\n");
     let text = stdout(&shadowdiff(&["replay", str(&one)]));
     assert!(text.contains("  mismatch groups: 1\n         1  python     /a\n"), "{text}");

@@ -114,6 +114,18 @@ fn instances(out: &mut String, report: &Report) {
 /// What was compared, when, and the sidecar's state: as of, since, sampling, breaker,
 /// shadow kind and queue depths.
 fn context(out: &mut String, report: &Report) {
+    if let Some(fleet) = &report.fleet {
+        let count = report.instances.as_ref().map_or(0, Vec::len);
+        let _ = writeln!(
+            out,
+            "<p class=\"context\">{} · merged over {count} instances of run <code>{}</code>, window {} · as of {} UTC</p>",
+            escape(&report.generator),
+            escape(&fleet.run),
+            fleet.window,
+            super::evidence::clock(fleet.as_of)
+        );
+        return;
+    }
     let Some(live) = &report.live else {
         let files = report.source.files.iter().map(|f| escape(f)).collect::<Vec<_>>().join(", ");
         let _ = writeln!(out, "<p class=\"context\">{}: replay of {files}</p>", escape(&report.generator));
