@@ -17,12 +17,28 @@ const REDIS: &str = "redis://127.0.0.1:6379/12";
 /// Snapshot interval of these sidecars, ms.
 const SNAPSHOT_MS: u64 = 200;
 
+const TOKEN: &str = "fleet-token";
+
 fn config(legacy: &EvalApi, shadow: &EvalApi, run: &str, instance: &str) -> String {
     http_config(
         &legacy.url(),
         &shadow.url(),
         &format!("[fleet]\nredis_url = \"{REDIS}\"\nrun = \"{run}\"\ninstance = \"{instance}\"\nsnapshot_ms = {SNAPSHOT_MS}\n"),
     )
+    .replace("[admin]\n", &format!("[admin]\ntoken = \"{TOKEN}\"\n"))
+}
+
+/// An admin call with the bearer token.
+async fn admin(sidecar: &Sidecar, method: hyper::Method, path: &str, body: &str) -> sidecar::Reply {
+    let auth = format!("Bearer {TOKEN}");
+    sidecar::send(
+        &sidecar::client(),
+        method,
+        &sidecar.admin_url(path),
+        &[("authorization", auth.as_str())],
+        body.to_owned(),
+    )
+    .await
 }
 
 /// `shadowdiff ARGS…`, which must succeed; its stdout.
@@ -82,7 +98,7 @@ async fn three_sidecars_one_verdict_restarts_lose_nothing_and_kills_are_said() {
     submit(&b, "b", 20).await;
     submit(&c, "c", 30).await;
     for (sidecar, n) in [(&a, 10), (&b, 20), (&c, 30)] {
-        sidecar.settled(n, None).await;
+        sidecar.settled(n, Some(TOKEN)).await;
     }
 
     // The merged totals are the sum of what each saw.
@@ -99,11 +115,11 @@ async fn three_sidecars_one_verdict_restarts_lose_nothing_and_kills_are_said() {
     assert_eq!(status(&stopped, "b"), "stopped");
     assert_eq!(stopped["totals"]["evaluations"], 60, "a stopped instance still counts");
     let b = Sidecar::start(&config(&legacy, &shadow, &run, "b"));
-    let resumed = b.report(None).await;
+    let resumed = b.report(Some(TOKEN)).await;
     assert_eq!(resumed["totals"]["evaluations"], 20, "restart keeps its totals: {:#}", resumed["totals"]);
     assert_eq!(resumed["accounting"]["submissions"], 20);
     submit(&b, "b2", 5).await;
-    let own = b.settled(25, None).await;
+    let own = b.settled(25, Some(TOKEN)).await;
     assert_eq!(own["totals"]["evaluations"], 25);
     assert_eq!(own["accounting"]["judged"], 25);
     merged_until(&run, "65 after the restart", |r| r["totals"]["evaluations"] == 65);
@@ -121,7 +137,7 @@ async fn three_sidecars_one_verdict_restarts_lose_nothing_and_kills_are_said() {
     for sidecar in [&a, &b] {
         let start = Instant::now();
         loop {
-            let metrics = String::from_utf8_lossy(&sidecar.admin_get("/metrics", None).await.body).into_owned();
+            let metrics = String::from_utf8_lossy(&sidecar.admin_get("/metrics", Some(TOKEN)).await.body).into_owned();
             if metrics.lines().any(|l| l == "shadowdiff_sampling_percent 0") {
                 break;
             }
@@ -136,16 +152,16 @@ async fn three_sidecars_one_verdict_restarts_lose_nothing_and_kills_are_said() {
     assert_eq!(started.trim(), format!("run {run}: window 1 started"));
     merged_until(&run, "a and b in window 1", |r| r["instances"].as_array().is_some_and(|rows| rows.len() == 2));
     let start = Instant::now();
-    while a.report(None).await["totals"]["evaluations"] != 0 {
+    while a.report(Some(TOKEN)).await["totals"]["evaluations"] != 0 {
         assert!(start.elapsed() < Duration::from_secs(3), "a did not start window 1");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    while b.report(None).await["live"]["sampling_percent"] != 100.0 {
+    while b.report(Some(TOKEN)).await["live"]["sampling_percent"] != 100.0 {
         assert!(start.elapsed() < Duration::from_secs(3), "b did not apply sampling 100");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     submit(&a, "w1", 3).await;
-    a.settled(3, None).await;
+    a.settled(3, Some(TOKEN)).await;
     let window1 = merged_until(&run, "3 in window 1", |r| r["totals"]["evaluations"] == 3);
     assert_eq!(window1["fleet"]["window"], 1);
     assert_eq!(window1["accounting"]["submissions"], 3);
@@ -153,7 +169,20 @@ async fn three_sidecars_one_verdict_restarts_lose_nothing_and_kills_are_said() {
     assert_eq!(window0["totals"]["evaluations"], 65, "window 0 stays readable");
 
     // The live sidecar's own fleet view agrees with the command line's.
-    let scoped = a.admin_get("/report.json?scope=fleet", None).await.json();
+    let scoped = a.admin_get("/report.json?scope=fleet", Some(TOKEN)).await.json();
     assert_eq!(scoped["fleet"]["window"], 1);
     assert_eq!(scoped["totals"]["evaluations"], 3);
+
+    // The admin API does what the commands do: fleet-wide sampling from one sidecar
+    // reaches the other, and a new window from any sidecar starts it for all.
+    let reply = admin(&a, hyper::Method::PUT, "/admin/sampling", r#"{"percent": 50, "scope": "fleet"}"#).await;
+    assert_eq!(reply.status, hyper::StatusCode::OK, "{:?}", reply.body);
+    let start = Instant::now();
+    while b.report(Some(TOKEN)).await["live"]["sampling_percent"] != 50.0 {
+        assert!(start.elapsed() < Duration::from_secs(3), "b did not apply the fleet-wide 50%");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = admin(&b, hyper::Method::POST, "/admin/window", "").await;
+    assert_eq!(reply.json(), serde_json::json!({"window": 2}));
+    merged_until(&run, "window 2 from zero", |r| r["fleet"]["window"] == 2 && r["totals"]["evaluations"] == 0);
 }
