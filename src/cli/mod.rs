@@ -32,6 +32,35 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where a report goes, and whether its verdict sets the exit code.
+#[derive(Debug, clap::Args)]
+pub struct Output {
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the HTML report here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Exit 1 when the readiness gate does not pass.
+    #[arg(long)]
+    pub gate: bool,
+}
+
+impl Output {
+    /// Writes the report where asked, prints the summary, and says how to exit.
+    fn deliver(self, report: &Report) -> anyhow::Result<ExitCode> {
+        if let Some(path) = self.json {
+            std::fs::write(&path, report.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if let Some(path) = self.html {
+            std::fs::write(&path, report::html::render(report))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        print!("{}", report::text::render(report));
+        Ok(if self.gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -43,15 +72,9 @@ pub enum Command {
         /// Config file (defaults apply without one).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Write the JSON report here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write the HTML report here.
-        #[arg(long)]
-        html: Option<PathBuf>,
-        /// Exit 1 when the readiness gate does not pass.
-        #[arg(long)]
-        gate: bool,
+        /// Where the report goes.
+        #[command(flatten)]
+        output: Output,
         /// Stop at the first malformed line (exit 2).
         #[arg(long)]
         strict: bool,
@@ -76,15 +99,9 @@ pub enum Command {
         /// Config whose comparison rules the instances must share (defaults without one).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Write the JSON report here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write the HTML report here.
-        #[arg(long)]
-        html: Option<PathBuf>,
-        /// Exit 1 when the readiness gate does not pass.
-        #[arg(long)]
-        gate: bool,
+        /// Where the report goes.
+        #[command(flatten)]
+        output: Output,
     },
     /// Set the sampling percent of every sidecar of a fleet's run (0 rolls back at once).
     Sampling {
@@ -151,14 +168,12 @@ pub fn load_config(path: Option<&PathBuf>) -> Result<Config, crate::config::Conf
 /// Runs a parsed command line; errors are the caller's to print (exit 2).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay { files, config, json, html, gate, strict } => {
+        Command::Replay { files, config, output, strict } => {
             let engine = Engine::new(load_config(config.as_ref())?);
             let stats = replay::replay_files(&engine, &files, ReplayOptions { strict, progress: true })?;
             let source = Source { mode: "replay", files: files.iter().map(|f| f.display().to_string()).collect() };
             let report = Report::build(&engine, &stats, source);
-            write_report(&report, json, html)?;
-            print!("{}", report::text::render(&report));
-            Ok(if gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
+            output.deliver(&report)
         }
         Command::Serve { config } => {
             // Everything `check-config` checks, before any port is bound.
@@ -171,7 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::live::serve::run(config, loaded))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { fleet, run, window, config, json, html, gate } => {
+        Command::Report { fleet, run, window, config, output } => {
             let engine = Engine::new(load_config(config.as_ref())?);
             let report = small_runtime()?.block_on(async {
                 let client = connect(&fleet, &run).await?;
@@ -188,9 +203,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     std::time::SystemTime::now(),
                 ))
             })?;
-            write_report(&report, json, html)?;
-            print!("{}", report::text::render(&report));
-            Ok(if gate && !report.readiness.ready { ExitCode::from(EXIT_NOT_READY) } else { ExitCode::SUCCESS })
+            output.deliver(&report)
         }
         Command::Sampling { percent, fleet, run } => {
             if !(0.0..=100.0).contains(&percent) {
@@ -223,15 +236,4 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn connect(url: &str, run: &str) -> anyhow::Result<crate::live::fleet::Fleet> {
     let ttl = std::time::Duration::from_secs(7 * 24 * 3600);
     Ok(crate::live::fleet::Fleet::connect(url, run, ttl).await?)
-}
-
-fn write_report(report: &Report, json: Option<PathBuf>, html: Option<PathBuf>) -> anyhow::Result<()> {
-    if let Some(path) = json {
-        std::fs::write(&path, report.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    if let Some(path) = html {
-        std::fs::write(&path, report::html::render(report))
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(())
 }

@@ -132,15 +132,18 @@ impl Fleet {
         format!("shadowdiff:{}:{rest}", self.run)
     }
 
-    /// The run's current window.
-    pub async fn window(&self) -> Result<u64, FleetError> {
-        let key = self.key("window");
-        let value: Option<u64> = redis::cmd("GET")
-            .arg(&key)
+    /// `GET key`.
+    async fn get<T: redis::FromRedisValue>(&self, key: &str) -> Result<Option<T>, FleetError> {
+        redis::cmd("GET")
+            .arg(key)
             .query_async(&mut self.connection.clone())
             .await
-            .map_err(unavailable(format!("GET {key}")))?;
-        Ok(value.unwrap_or(0))
+            .map_err(unavailable(format!("GET {key}")))
+    }
+
+    /// The run's current window.
+    pub async fn window(&self) -> Result<u64, FleetError> {
+        Ok(self.get(&self.key("window")).await?.unwrap_or(0))
     }
 
     /// Starts a new window for the run; returns its number.
@@ -155,12 +158,7 @@ impl Fleet {
 
     /// The fleet-wide sampling percent, when one was set.
     pub async fn sampling(&self) -> Result<Option<f64>, FleetError> {
-        let key = self.key("sampling");
-        let value: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable(format!("GET {key}")))?;
+        let value: Option<String> = self.get(&self.key("sampling")).await?;
         Ok(value.and_then(|v| v.parse().ok()).filter(|p: &f64| (0.0..=100.0).contains(p)))
     }
 
@@ -207,11 +205,7 @@ impl Fleet {
     /// One instance's last state in `window`.
     pub async fn load(&self, window: u64, instance: &str) -> Result<Option<InstanceState>, FleetError> {
         let key = self.key(&format!("w{window}:state:{instance}"));
-        let bytes: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut self.connection.clone())
-            .await
-            .map_err(unavailable(format!("GET {key}")))?;
+        let bytes: Option<Vec<u8>> = self.get(&key).await?;
         bytes.map(|bytes| unpack(&bytes).map_err(|reason| FleetError::BadState { key, reason })).transpose()
     }
 
@@ -255,11 +249,7 @@ impl Fleet {
         let mut states = Vec::with_capacity(instances.len());
         for (instance, heartbeat_ms) in instances {
             let key = self.key(&format!("w{window}:state:{instance}"));
-            let bytes: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut self.connection.clone())
-                .await
-                .map_err(unavailable(format!("GET {key}")))?;
+            let bytes: Option<Vec<u8>> = self.get(&key).await?;
             // Expired: the instance is gone from the fleet.
             let Some(bytes) = bytes else { continue };
             let state = unpack(&bytes).map_err(|reason| FleetError::BadState { key, reason })?;

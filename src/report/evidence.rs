@@ -100,19 +100,9 @@ pub(super) fn timeline(out: &mut String, report: &Report) {
 
 /// `YYYY-MM-DD HH:MM` of a Unix time, UTC.
 pub(super) fn clock(unix_s: u64) -> String {
-    let days = unix_s / 86_400;
-    let (hour, minute) = ((unix_s % 86_400) / 3600, (unix_s % 3600) / 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}")
+    // `2026-11-29T10:00:00+00:00`: the date and the minute.
+    let text = crate::celery::format_utc(std::time::Duration::from_secs(unix_s));
+    text.get(..16).unwrap_or(&text).replace('T', " ")
 }
 
 #[cfg(test)]
