@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -129,10 +129,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     };
     let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy_config, tap, proxy_stats, shutdown.clone()));
     // Tests and scripts read this line to learn the bound ports.
+    let signals = Signals::install();
     println!("LISTENING proxy={proxy_address} admin={admin_address}");
     tracing::info!(proxy = %proxy_address, admin = %admin_address, "shadowdiff serving");
 
-    wait_for_signal(&config_path, &live).await;
+    wait_for_signal(signals, &config_path, &live).await;
     tracing::info!("shutting down: no new connections");
     shutdown.cancel();
     let grace = live_config.shutdown_grace;
@@ -191,10 +192,25 @@ async fn build_shadow(config: &LiveConfig, shutdown: CancellationToken) -> anyho
 }
 
 /// Returns on SIGTERM or SIGINT; applies the config's sampling on SIGHUP meanwhile.
-async fn wait_for_signal(config_path: &Path, live: &Live) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+/// The signals `serve` answers, installed before it says it listens: a SIGTERM sent as
+/// soon as the `LISTENING` line is read still shuts down in order.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(term), Ok(int), Ok(hup)) => Some(Signals { term, int, hup }),
+            _ => None,
+        }
+    }
+}
+
+async fn wait_for_signal(signals: Option<Signals>, config_path: &Path, live: &Live) {
+    let Some(Signals { mut term, mut int, mut hup }) = signals else {
         tracing::warn!("cannot install signal handlers; waiting for Ctrl-C only");
         let _ = tokio::signal::ctrl_c().await;
         return;
