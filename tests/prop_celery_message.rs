@@ -19,8 +19,11 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{json, Map, Value};
 use shadowdiff::celery::{encode_task, validate_envelope, EncodedTask, PriorityLayout, TaskSpec, WireError};
 
-/// Tasks per batch: each seed's batch goes to one Python process.
-const CASES: usize = 300;
+/// Tasks per batch: each seed's batch goes to one Python process. `SHADOWDIFF_CASES`
+/// asks for more.
+fn cases() -> usize {
+    std::env::var("SHADOWDIFF_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(300)
+}
 
 /// Any JSON value a task argument may hold.
 fn any_value() -> BoxedStrategy<Value> {
@@ -104,7 +107,7 @@ fn spec_has_kombu_marker(spec: &TaskSpec) -> bool {
     spec.args.iter().chain(spec.kwargs.iter().map(|(_, v)| v)).any(has_kombu_marker)
 }
 
-/// `CASES` specs drawn from `seed`.
+/// [`cases`] specs drawn from `seed`.
 fn specs(seed: u64) -> Vec<TaskSpec> {
     let mut bytes = [0u8; 32];
     for (i, chunk) in bytes.chunks_mut(8).enumerate() {
@@ -112,7 +115,7 @@ fn specs(seed: u64) -> Vec<TaskSpec> {
     }
     let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
     let strategy = spec();
-    (0..CASES).map(|_| strategy.new_tree(&mut runner).expect("a spec").current()).collect()
+    (0..cases()).map(|_| strategy.new_tree(&mut runner).expect("a spec").current()).collect()
 }
 
 /// What the worker's code makes of each envelope, in order.
@@ -178,7 +181,7 @@ fn round_trip(seed: u64) {
             other => panic!("expected a refusal, got {other:?}\nspec: {spec:?}\nreplay with SHADOWDIFF_SEED={seed:#x}"),
         }
     }
-    assert!(specs.len() > CASES / 2, "only {} of {CASES} specs without a kombu marker", specs.len());
+    assert!(specs.len() > cases() / 2, "only {} of {} specs without a kombu marker", specs.len(), cases());
     let encoded: Vec<EncodedTask> = specs
         .iter()
         .map(|spec| {
