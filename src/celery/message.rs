@@ -253,6 +253,18 @@ fn check_spec(spec: &TaskSpec) -> Result<(), WireError> {
             return invalid("kwargs", format!("names `{name}` twice"));
         }
     }
+    let values = spec.args.iter().enumerate().map(|(i, v)| ("args", format!("[{i}]"), v));
+    for (field, at, value) in values.chain(spec.kwargs.iter().map(|(k, v)| ("kwargs", format!(".{k}"), v))) {
+        if let Some(path) = kombu_marker(value, at) {
+            return invalid(
+                field,
+                format!(
+                    "holds an object of exactly `__type__` and `__value__` at {path}: kombu's JSON decoder \
+                     turns it into a Python object or refuses the message, which the worker then drops"
+                ),
+            );
+        }
+    }
     if let Some(eta) = &spec.eta {
         if let Err(why) = check_iso8601(eta) {
             return invalid("eta", format!("{why}: {eta:?}"));
@@ -264,6 +276,19 @@ fn check_spec(spec: &TaskSpec) -> Result<(), WireError> {
         }
     }
     Ok(())
+}
+
+/// Where in `value` (reached at `path`) an object kombu would decode as a typed value is:
+/// one with exactly the keys `__type__` and `__value__` (`kombu.utils.json.object_hook`).
+fn kombu_marker(value: &Value, path: String) -> Option<String> {
+    match value {
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| kombu_marker(v, format!("{path}[{i}]"))),
+        Value::Object(map) if map.len() == 2 && map.contains_key("__type__") && map.contains_key("__value__") => {
+            Some(path)
+        }
+        Value::Object(map) => map.iter().find_map(|(k, v)| kombu_marker(v, format!("{path}.{k}"))),
+        _ => None,
+    }
 }
 
 /// A time limit as Python would have it: whole seconds as an int, else a float.

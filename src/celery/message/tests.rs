@@ -200,6 +200,41 @@ fn bad_specs_are_refused_with_the_field() {
     }
 }
 
+/// Found by `tests/prop_celery_message.rs`: kombu's JSON decoder replaces an object of
+/// exactly `__type__` and `__value__` by a Python value (`bytes` became `b'...'`) or, for a
+/// type it does not know, refuses the message, which the worker then drops without a result.
+#[test]
+fn values_kombu_would_decode_as_objects_are_refused() {
+    let base = TaskSpec::new("evaluate", "celery");
+    let marker = json!({"__type__": "x", "__value__": null});
+    let cases = [
+        ("args", "[1].a[0]", TaskSpec { args: vec![json!(1), json!({"a": [marker.clone()]})], ..base.clone() }),
+        (
+            "kwargs",
+            ".meta",
+            TaskSpec {
+                kwargs: vec![("meta".into(), json!({"__type__": "bytes", "__value__": "\u{2028}"}))],
+                ..base.clone()
+            },
+        ),
+    ];
+    for (want, path, spec) in cases {
+        match encode_task(&spec, &PriorityLayout::default()) {
+            Err(WireError::InvalidSpec { field, reason }) => {
+                assert_eq!(field, want);
+                assert!(reason.contains(&format!("at {path}:")), "{reason}");
+            }
+            other => panic!("{want}: expected InvalidSpec, got {other:?}"),
+        }
+    }
+    // Only that exact shape: kombu leaves any other object alone.
+    for near in [json!({"__type__": "x"}), json!({"__type__": "x", "__value__": 1, "more": 2}), json!({"__value__": 1})]
+    {
+        let spec = TaskSpec { args: vec![near.clone()], ..base.clone() };
+        assert!(encode_task(&spec, &PriorityLayout::default()).is_ok(), "{near}");
+    }
+}
+
 #[test]
 fn default_priority_layout_is_kombus() {
     let layout = PriorityLayout::default();
