@@ -20,37 +20,11 @@ use sidecar::Sidecar;
 /// Redis database for these tests (the broker tests use 9).
 const DB: u32 = 10;
 
+/// A Celery shadow in database [`DB`] of the shared Redis, with the time limits the
+/// evalstack tests use; `extra` goes into `[shadow.celery]`.
 fn celery_config(legacy: &str, queue: &str, deadline_ms: u64, extra: &str) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-shutdown_grace_ms = 15000
-[legacy]
-url = "{legacy}"
-[legacy.outcome]
-interval_ms = 50
-deadline_ms = 20000
-[[routes]]
-method = "POST"
-path = "/evaluations"
-[shadow]
-kind = "celery"
-breaker_failures = 0
-[shadow.outcome]
-interval_ms = 200
-deadline_ms = {deadline_ms}
-[shadow.celery]
-broker_url = "{broker}"
-queue = "{queue}"
-soft_time_limit_s = 1.5
-time_limit_s = 10
-{extra}
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        broker = worker::redis_url(DB),
-    )
+    let limits = format!("soft_time_limit_s = 1.5\ntime_limit_s = 10\n{extra}");
+    sidecar::celery_config(legacy, &worker::redis_url(DB), queue, deadline_ms, &limits)
 }
 
 fn queue(name: &str) -> String {

@@ -125,34 +125,7 @@ async fn a_thousand_pending_one_megabyte_submissions_stay_under_the_byte_budget(
 
 /// A Celery shadow on `redis` (database 0) and `queue`, with this outcome deadline.
 fn celery_config(legacy: &str, redis: &OwnRedis, queue: &str, deadline_ms: u64, extra: &str) -> String {
-    format!(
-        r#"
-[proxy]
-listen = "127.0.0.1:0"
-shutdown_grace_ms = 15000
-[legacy]
-url = "{legacy}"
-[legacy.outcome]
-interval_ms = 50
-deadline_ms = 20000
-[[routes]]
-method = "POST"
-path = "/evaluations"
-[shadow]
-kind = "celery"
-breaker_failures = 0
-[shadow.outcome]
-interval_ms = 200
-deadline_ms = {deadline_ms}
-[shadow.celery]
-broker_url = "{broker}"
-queue = "{queue}"
-{extra}
-[admin]
-listen = "127.0.0.1:0"
-"#,
-        broker = redis.url(0),
-    )
+    sidecar::celery_config(legacy, &redis.url(0), queue, deadline_ms, extra)
 }
 
 fn queue(name: &str) -> String {

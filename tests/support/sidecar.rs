@@ -251,3 +251,35 @@ listen = "127.0.0.1:0"
 "#
     )
 }
+
+/// A config for a legacy stand-in and a Celery shadow on `broker` (a `redis://` URL) and
+/// `queue`, with this outcome deadline; `extra` goes into `[shadow.celery]`.
+pub fn celery_config(legacy: &str, broker: &str, queue: &str, deadline_ms: u64, extra: &str) -> String {
+    format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+shutdown_grace_ms = 15000
+[legacy]
+url = "{legacy}"
+[legacy.outcome]
+interval_ms = 50
+deadline_ms = 20000
+[[routes]]
+method = "POST"
+path = "/evaluations"
+[shadow]
+kind = "celery"
+breaker_failures = 0
+[shadow.outcome]
+interval_ms = 200
+deadline_ms = {deadline_ms}
+[shadow.celery]
+broker_url = "{broker}"
+queue = "{queue}"
+{extra}
+[admin]
+listen = "127.0.0.1:0"
+"#
+    )
+}
