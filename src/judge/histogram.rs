@@ -72,6 +72,24 @@ pub fn decode<T: Counter>(text: &str) -> Result<Histogram<T>, String> {
     Ok(histogram)
 }
 
+/// `#[serde(with = "crate::judge::histogram::v2")]`: a histogram field as [`encode`]
+/// writes it.
+pub mod v2 {
+    use hdrhistogram::{Counter, Histogram};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the histogram as base64 of its V2 encoding.
+    pub fn serialize<T: Counter, S: Serializer>(histogram: &Histogram<T>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::encode(histogram))
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, T: Counter, D: Deserializer<'de>>(deserializer: D) -> Result<Histogram<T>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::decode(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A distribution of durations.
 #[derive(Debug, Clone)]
 pub struct Latency {
@@ -155,14 +173,13 @@ impl Latency {
 
 impl Serialize for Latency {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&encode(&self.histogram))
+        v2::serialize(&self.histogram, serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Latency {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Latency, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        decode(&text).map(|histogram| Latency { histogram }).map_err(serde::de::Error::custom)
+        v2::deserialize(deserializer).map(|histogram| Latency { histogram })
     }
 }
 

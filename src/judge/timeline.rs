@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::ops::AddAssign;
 
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::judge::histogram;
 use crate::judge::verdict::VerdictKind;
@@ -44,14 +44,17 @@ pub enum Moment {
     Next,
 }
 
-#[derive(Debug, Clone)]
+/// One bucket's counts, and its latencies in HdrHistogram's V2 encoding when written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Bucket {
     judged: u64,
     mismatch: u64,
     shadow_error: u64,
     shadow_lost: u64,
     legacy_failed: u64,
+    #[serde(with = "histogram::v2")]
     legacy_ms: Histogram<u32>,
+    #[serde(with = "histogram::v2")]
     shadow_ms: Histogram<u32>,
 }
 
@@ -137,8 +140,10 @@ pub struct Point {
     pub shadow_p99_ms: Option<f64>,
 }
 
-/// Buckets over the run.
-#[derive(Debug, Clone)]
+/// Buckets over the run. As a document: counts as numbers, latencies in HdrHistogram's V2
+/// encoding, buckets by start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "Unchecked")]
 pub struct Timeline {
     unit: Unit,
     /// Evaluations per bucket (position) or seconds per bucket (minute).
@@ -241,67 +246,23 @@ impl Timeline {
     }
 }
 
-/// A timeline as a document: counts as numbers, latencies in HdrHistogram's V2 encoding.
-#[derive(Serialize, Deserialize)]
-struct TimelineState {
+/// A timeline as read from a document, before its bounds are checked.
+#[derive(Deserialize)]
+struct Unchecked {
     unit: Unit,
     span: u64,
     placed: u64,
-    buckets: Vec<BucketState>,
+    buckets: BTreeMap<u64, Bucket>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct BucketState {
-    start: u64,
-    judged: u64,
-    mismatch: u64,
-    shadow_error: u64,
-    shadow_lost: u64,
-    legacy_failed: u64,
-    legacy_ms: String,
-    shadow_ms: String,
-}
+impl TryFrom<Unchecked> for Timeline {
+    type Error = &'static str;
 
-impl Serialize for Timeline {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let buckets = self
-            .buckets
-            .iter()
-            .map(|(start, b)| BucketState {
-                start: *start,
-                judged: b.judged,
-                mismatch: b.mismatch,
-                shadow_error: b.shadow_error,
-                shadow_lost: b.shadow_lost,
-                legacy_failed: b.legacy_failed,
-                legacy_ms: histogram::encode(&b.legacy_ms),
-                shadow_ms: histogram::encode(&b.shadow_ms),
-            })
-            .collect();
-        TimelineState { unit: self.unit, span: self.span, placed: self.placed, buckets }.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Timeline {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Timeline, D::Error> {
-        let state = TimelineState::deserialize(deserializer)?;
-        if state.span == 0 || state.buckets.len() > MAX_BUCKETS {
-            return Err(serde::de::Error::custom("timeline: span 0 or too many buckets"));
+    fn try_from(read: Unchecked) -> Result<Timeline, &'static str> {
+        if read.span == 0 || read.buckets.len() > MAX_BUCKETS {
+            return Err("timeline: span 0 or too many buckets");
         }
-        let mut buckets = BTreeMap::new();
-        for b in state.buckets {
-            let bucket = Bucket {
-                judged: b.judged,
-                mismatch: b.mismatch,
-                shadow_error: b.shadow_error,
-                shadow_lost: b.shadow_lost,
-                legacy_failed: b.legacy_failed,
-                legacy_ms: histogram::decode(&b.legacy_ms).map_err(serde::de::Error::custom)?,
-                shadow_ms: histogram::decode(&b.shadow_ms).map_err(serde::de::Error::custom)?,
-            };
-            buckets.insert(b.start, bucket);
-        }
-        Ok(Timeline { unit: state.unit, span: state.span, placed: state.placed, buckets })
+        Ok(Timeline { unit: read.unit, span: read.span, placed: read.placed, buckets: read.buckets })
     }
 }
 
@@ -385,6 +346,18 @@ mod tests {
         let points = timeline.points();
         assert_eq!(points.len(), MAX_BUCKETS);
         assert_eq!(points[0].start, 1_000_020 + 10 * 60, "the two first minutes and ten more dropped");
+    }
+
+    #[test]
+    fn a_document_round_trips_and_out_of_bounds_ones_are_refused() {
+        let mut timeline = Timeline::by_minute();
+        timeline.count(Moment::Unix(120), VerdictKind::Mismatch, Some(12.0), Some(30.0));
+        let text = serde_json::to_string(&timeline).expect("serialises");
+        let back: Timeline = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back.points(), timeline.points());
+        let broken = text.replace("\"span\":60", "\"span\":0");
+        let refused = serde_json::from_str::<Timeline>(&broken).expect_err("span 0");
+        assert!(refused.to_string().contains("span 0"), "{refused}");
     }
 
     #[test]
