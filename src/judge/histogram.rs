@@ -90,6 +90,13 @@ pub mod v2 {
     }
 }
 
+impl Percentiles {
+    /// The report's percentiles of `count` values, read through `quantile`.
+    fn read(count: u64, quantile: impl Fn(f64) -> Option<f64>, max: Option<f64>) -> Percentiles {
+        Percentiles { count, p50: quantile(0.5), p90: quantile(0.9), p99: quantile(0.99), p999: quantile(0.999), max }
+    }
+}
+
 /// A distribution of durations.
 #[derive(Debug, Clone)]
 pub struct Latency {
@@ -131,14 +138,8 @@ impl Latency {
 
     /// The report's percentiles.
     pub fn percentiles(&self) -> Percentiles {
-        Percentiles {
-            count: self.count(),
-            p50: self.quantile_ms(0.5),
-            p90: self.quantile_ms(0.9),
-            p99: self.quantile_ms(0.99),
-            p999: self.quantile_ms(0.999),
-            max: (self.count() > 0).then(|| to_ms(self.histogram.max())),
-        }
+        let max = (self.count() > 0).then(|| to_ms(self.histogram.max()));
+        Percentiles::read(self.count(), |q| self.quantile_ms(q), max)
     }
 
     /// Counts per upper bound (in seconds) for Prometheus-style cumulative buckets, and the
@@ -226,14 +227,7 @@ impl SignedLatency {
 
     /// The report's percentiles.
     pub fn percentiles(&self) -> Percentiles {
-        Percentiles {
-            count: self.count(),
-            p50: self.quantile_ms(0.5),
-            p90: self.quantile_ms(0.9),
-            p99: self.quantile_ms(0.99),
-            p999: self.quantile_ms(0.999),
-            max: self.quantile_ms(1.0),
-        }
+        Percentiles::read(self.count(), |q| self.quantile_ms(q), self.quantile_ms(1.0))
     }
 
     /// Adds another distribution's values to this one.
