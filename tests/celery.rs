@@ -63,7 +63,7 @@ async fn real_worker_every_evaluation_judged_with_known_divergences() {
     let report = sidecar.settled(cases.len() as u64, None).await;
     assert_eq!(
         report["totals"],
-        json!({"evaluations": 12, "match": 8, "equivalent": 1, "mismatch": 2, "shadow_error": 1,
+        json!({"evaluations": 12, "match": 8, "equivalent": 1, "mismatch": 2, "noise": 0, "shadow_error": 1,
                "shadow_lost": 0, "legacy_failed": 0, "malformed": 0}),
         "{report:#}"
     );

@@ -50,7 +50,7 @@ async fn every_submission_is_judged_and_clients_get_the_legacy_answer() {
     let report = sidecar.settled(20, None).await;
     assert_eq!(
         totals(&report),
-        json!({"evaluations": 20, "match": 18, "equivalent": 0, "mismatch": 2, "shadow_error": 0,
+        json!({"evaluations": 20, "match": 18, "equivalent": 0, "mismatch": 2, "noise": 0, "shadow_error": 0,
                "shadow_lost": 0, "legacy_failed": 0, "malformed": 0})
     );
     assert_eq!(report["accounting"]["judged"], 20);

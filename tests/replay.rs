@@ -69,7 +69,7 @@ fn shipped_fixtures_give_the_known_totals() {
     assert_eq!(
         report["totals"],
         json!({
-            "evaluations": 2190, "match": 1900, "equivalent": 40, "mismatch": 190,
+            "evaluations": 2190, "match": 1900, "equivalent": 40, "mismatch": 190, "noise": 0,
             "shadow_error": 30, "shadow_lost": 10, "legacy_failed": 20, "malformed": 0
         })
     );

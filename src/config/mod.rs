@@ -6,6 +6,7 @@
 
 pub mod live;
 mod live_raw;
+pub mod noise;
 mod parse;
 pub mod raw;
 
@@ -16,6 +17,7 @@ use regex::Regex;
 
 use crate::judge::compare::Rules;
 use crate::judge::example::ExamplePolicy;
+use crate::judge::noise::NoisePolicy;
 use crate::judge::normalize::{Mask, TextNormalize};
 use crate::judge::pointer::{Pattern, PatternSet};
 use crate::judge::readiness::Gate;
@@ -35,6 +37,8 @@ pub struct Config {
     pub examples: ExamplePolicy,
     /// The `serve` sections.
     pub live: live::LiveConfig,
+    /// Double runs on the shadow and learned noise (`[noise]`).
+    pub noise: NoisePolicy,
 }
 
 /// One problem with one key.
@@ -140,6 +144,7 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         let mut problems = Problems::default();
         let live = live::check(&raw, &mut problems.0);
+        let noise = noise::check(&raw.noise, &mut problems.0);
         let compare = raw.compare;
         let patterns = |problems: &mut Problems, key: &str, items: &[String]| {
             PatternSet::new(
@@ -220,7 +225,7 @@ impl Config {
             max_diff_lines: r.max_diff_lines,
         };
 
-        problems.finish(Config { rules, equivalences, gate, examples, live })
+        problems.finish(Config { rules, equivalences, gate, examples, live, noise })
     }
 }
 

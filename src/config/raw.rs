@@ -43,6 +43,9 @@ pub struct RawConfig {
     /// Several sidecars, one verdict: state kept in Redis (`serve`).
     #[serde(default)]
     pub fleet: RawFleet,
+    /// Double runs on the shadow, and when a place counts as noise.
+    #[serde(default)]
+    pub noise: super::noise::RawNoise,
 }
 
 /// `[compare]`.

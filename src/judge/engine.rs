@@ -12,8 +12,13 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::fixture::view::EvaluationRef;
 use crate::fixture::Evaluation;
+use serde_json::Value;
+
+use crate::fixture::json::Doc;
+use crate::judge::noise;
 use crate::judge::readiness::{self, Readiness};
 use crate::judge::stats::Stats;
+use crate::judge::timeline::Moment;
 use crate::judge::verdict::{self, Verdict};
 
 /// Comparison rules, equivalences and report policy, ready to judge.
@@ -41,7 +46,29 @@ impl Engine {
 
     /// Empty statistics that keep examples as the config says.
     pub fn new_stats(&self) -> Stats {
-        Stats::new(Arc::clone(&self.policy)).ignoring(Arc::clone(&self.ignore))
+        Stats::new(Arc::clone(&self.policy)).ignoring(Arc::clone(&self.ignore)).learning(self.config.noise)
+    }
+
+    /// Whether the shadow runs `eval_id` twice to learn noise (`[noise] double_run_percent`).
+    /// Every driver asks this, so all pick the same evaluations.
+    pub fn runs_twice(&self, eval_id: &str) -> bool {
+        noise::runs_twice(eval_id, self.config.noise.double_run_percent)
+    }
+
+    /// Counts a double run: the two shadow outcomes of one evaluation, compared under the
+    /// `[compare]` rules, teach `stats` which places differ by themselves.
+    pub fn observe_double_run(&self, stats: &mut Stats, eval_id: &str, first: &Value, second: &Value) {
+        let (first, second) = (Doc::from_value(first), Doc::from_value(second));
+        stats.noise.observe(&self.config.rules, eval_id, first.root(), second.root());
+    }
+
+    /// Judges one evaluation, then counts it as `noise` rather than `mismatch` when every
+    /// difference lies at a place `stats` learned to be noisy; counts it and returns the
+    /// verdict. The verdict is final: see [`crate::judge::noise`] on the order of learning.
+    pub fn record_learning(&self, stats: &mut Stats, evaluation: &Evaluation, at: Moment) -> Verdict {
+        let verdict = stats.noise.reclassify(self.judge(evaluation));
+        stats.record_at(evaluation, &verdict, &self.rule_names, at);
+        verdict
     }
 
     /// Judges one evaluation.
@@ -80,7 +107,12 @@ impl Engine {
     /// statistics with the same fingerprint can be summed. FNV-1a of their debug text.
     pub fn fingerprint(&self) -> String {
         let c = &self.config;
-        let text = format!("{:?}|{:?}|{:?}|{:?}", c.rules, c.equivalences, c.gate, c.examples);
+        let mut text = format!("{:?}|{:?}|{:?}|{:?}", c.rules, c.equivalences, c.gate, c.examples);
+        // Learned noise changes verdicts only when double runs are on; without them the
+        // fingerprint stays what earlier versions wrote, so their states still merge.
+        if c.noise.enabled() {
+            text.push_str(&format!("|{:?}", c.noise));
+        }
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in text.bytes() {
             hash ^= u64::from(byte);

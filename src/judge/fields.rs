@@ -189,6 +189,12 @@ impl FieldRates {
         index
     }
 
+    /// The counts of one place (a folded pointer), if it was seen.
+    pub fn rate(&self, path: &str) -> Option<FieldRate> {
+        let place = &self.places[*self.by_path.get(path)?];
+        Some(FieldRate { path: place.path.clone(), compared: place.compared, differed: place.differed })
+    }
+
     /// Every place, most differences first, then most compared, then by path.
     pub fn rates(&self) -> Vec<FieldRate> {
         let mut rates: Vec<FieldRate> = self.places[OTHER..]

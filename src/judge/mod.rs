@@ -9,6 +9,7 @@
 //! - [`histogram`]: HDR latency histograms;
 //! - [`breakdown`]: failures by kind (exception type, HTTP status, last state) with eval_ids;
 //! - [`fields`]: how often each place was compared and differed;
+//! - [`noise`]: places where the shadow differs from itself (double runs), and the `noise` verdict;
 //! - [`timeline`]: verdicts and latency per minute (live) or per position (replay);
 //! - [`stats`]: everything counted over many evaluations, merged by value;
 //! - [`persist`]: the statistics as a document (Redis, restarts, fleets) and back;
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod example;
 pub mod fields;
 pub mod histogram;
+pub mod noise;
 pub mod normalize;
 pub mod persist;
 pub mod pointer;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::judge::breakdown::{Breakdown, Breakdowns, Entry};
 use crate::judge::example::ExamplePolicy;
 use crate::judge::fields::{FieldRate, FieldRates};
+use crate::judge::noise::{Noise, NoiseState};
 use crate::judge::pointer::PatternSet;
 use crate::judge::stats::{Group, LanguageStats, LatencySet, Malformed, Stats, Totals};
 use crate::judge::timeline::Timeline;
@@ -40,6 +41,9 @@ pub struct StatsState {
     legacy_failed: Vec<Entry>,
     fields: Vec<FieldRate>,
     timeline: Timeline,
+    /// Learned noise; older documents without it read as nothing learned.
+    #[serde(default)]
+    noise: NoiseState,
 }
 
 impl StatsState {
@@ -67,6 +71,7 @@ impl Stats {
             legacy_failed: self.breakdown.legacy_failed.entries(),
             fields: self.fields.rates(),
             timeline: self.timeline.clone(),
+            noise: self.noise.to_state(),
         }
     }
 
@@ -92,6 +97,7 @@ impl Stats {
         };
         stats.fields = FieldRates::from_rates(&state.fields);
         stats.timeline = state.timeline;
+        stats.noise = Noise::from_state(stats.noise.policy(), state.noise);
         Ok(stats)
     }
 }

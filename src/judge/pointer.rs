@@ -133,6 +133,11 @@ impl PatternSet {
         PatternSet { by_length }
     }
 
+    /// Every pattern, shortest first (in the order given among equally long ones).
+    pub fn patterns(&self) -> impl Iterator<Item = &Pattern> {
+        self.by_length.iter().flatten()
+    }
+
     /// True when any pattern matches the location.
     pub fn matches(&self, path: &[Segment<'_>]) -> bool {
         self.by_length.get(path.len()).is_some_and(|patterns| patterns.iter().any(|p| p.matches(path)))

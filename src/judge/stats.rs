@@ -19,6 +19,7 @@ use crate::judge::compare::Difference;
 use crate::judge::example::{Example, ExamplePolicy};
 use crate::judge::fields::FieldRates;
 use crate::judge::histogram::{Latency, SignedLatency};
+use crate::judge::noise::{Noise, NoisePolicy};
 use crate::judge::pointer::PatternSet;
 use crate::judge::timeline::{Moment, Timeline};
 use crate::judge::verdict::{Verdict, VerdictKind};
@@ -35,6 +36,10 @@ pub struct Totals {
     pub equivalent: u64,
     /// Outcomes differ.
     pub mismatch: u64,
+    /// Outcomes differ only where the shadow differs from itself (learned noise): not a
+    /// mismatch, never against the gate. Older documents without it read as 0.
+    #[serde(default)]
+    pub noise: u64,
     /// The shadow failed the evaluation.
     pub shadow_error: u64,
     /// The shadow gave no outcome in time.
@@ -54,6 +59,7 @@ impl Totals {
             VerdictKind::Match => &mut self.matched,
             VerdictKind::Equivalent => &mut self.equivalent,
             VerdictKind::Mismatch => &mut self.mismatch,
+            VerdictKind::Noise => &mut self.noise,
             VerdictKind::ShadowError => &mut self.shadow_error,
             VerdictKind::ShadowLost => &mut self.shadow_lost,
             VerdictKind::LegacyFailed => &mut self.legacy_failed,
@@ -238,6 +244,8 @@ pub struct Stats {
     pub fields: FieldRates,
     /// The run over time.
     pub timeline: Timeline,
+    /// What double runs taught about places where the shadow differs from itself.
+    pub noise: Noise,
     /// Places never compared (`[compare] ignore`), left out of the field rates.
     ignore: Arc<PatternSet>,
 }
@@ -258,8 +266,15 @@ impl Stats {
             breakdown: Breakdowns::default(),
             fields: FieldRates::default(),
             timeline: Timeline::default(),
+            noise: Noise::default(),
             ignore: Arc::new(PatternSet::default()),
         }
+    }
+
+    /// The same statistics, judging learned noise by `policy`.
+    pub fn learning(mut self, policy: NoisePolicy) -> Stats {
+        self.noise = self.noise.with_policy(policy);
+        self
     }
 
     /// The same statistics, leaving places under `ignore` out of the field rates.
@@ -317,6 +332,8 @@ impl Stats {
                 self.count_fields(evaluation, differences);
                 self.group(evaluation, differences);
             }
+            // The places did differ: the field rates say so. It is no mismatch group.
+            Verdict::Noise(differences) => self.count_fields(evaluation, differences),
             Verdict::ShadowError => {
                 if let SideRef::Error { error, .. } = &evaluation.shadow {
                     let kind = breakdown::error_kind(error.root());
@@ -474,6 +491,7 @@ impl AddAssign<&Stats> for Stats {
         self.breakdown.merge(&other.breakdown, self.policy.examples_per_group);
         self.fields += &other.fields;
         self.timeline += &other.timeline;
+        self.noise += &other.noise;
     }
 }
 

@@ -4,7 +4,9 @@
 //! 1. does an equivalence rule say both sides mean the same (`equivalent`)?
 //! 2. did the legacy side fail (`legacy_failed`: Celery is not judged on it)?
 //! 3. did the shadow side fail or get lost (`shadow_error`, `shadow_lost`)?
-//! 4. otherwise the outcomes are compared: `match` or `mismatch` with its differences.
+//! 4. otherwise the outcomes are compared: `match` or `mismatch` with its differences;
+//! 5. a mismatch made only of places the shadow learned to be noisy is `noise`
+//!    ([`crate::judge::noise`]; judged by the engine, which holds what was learned).
 
 use std::collections::BTreeSet;
 
@@ -80,6 +82,9 @@ pub enum Verdict {
     Equivalent(usize),
     /// The outcomes differ at these places.
     Mismatch(Vec<Difference>),
+    /// The outcomes differ only at places where the shadow also differs from itself
+    /// (learned by [`crate::judge::noise`]): not a difference between the systems.
+    Noise(Vec<Difference>),
     /// The shadow failed the evaluation while the legacy side produced an outcome.
     ShadowError,
     /// No shadow outcome arrived before its deadline.
@@ -98,6 +103,8 @@ pub enum VerdictKind {
     Equivalent,
     /// See [`Verdict::Mismatch`].
     Mismatch,
+    /// See [`Verdict::Noise`].
+    Noise,
     /// See [`Verdict::ShadowError`].
     ShadowError,
     /// See [`Verdict::ShadowLost`].
@@ -108,10 +115,11 @@ pub enum VerdictKind {
 
 impl VerdictKind {
     /// Every kind, in report order.
-    pub const ALL: [VerdictKind; 6] = [
+    pub const ALL: [VerdictKind; 7] = [
         VerdictKind::Match,
         VerdictKind::Equivalent,
         VerdictKind::Mismatch,
+        VerdictKind::Noise,
         VerdictKind::ShadowError,
         VerdictKind::ShadowLost,
         VerdictKind::LegacyFailed,
@@ -123,6 +131,7 @@ impl VerdictKind {
             VerdictKind::Match => "match",
             VerdictKind::Equivalent => "equivalent",
             VerdictKind::Mismatch => "mismatch",
+            VerdictKind::Noise => "noise",
             VerdictKind::ShadowError => "shadow_error",
             VerdictKind::ShadowLost => "shadow_lost",
             VerdictKind::LegacyFailed => "legacy_failed",
@@ -137,6 +146,7 @@ impl Verdict {
             Verdict::Match => VerdictKind::Match,
             Verdict::Equivalent(_) => VerdictKind::Equivalent,
             Verdict::Mismatch(_) => VerdictKind::Mismatch,
+            Verdict::Noise(_) => VerdictKind::Noise,
             Verdict::ShadowError => VerdictKind::ShadowError,
             Verdict::ShadowLost => VerdictKind::ShadowLost,
             Verdict::LegacyFailed => VerdictKind::LegacyFailed,
