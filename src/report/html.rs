@@ -65,6 +65,7 @@ pub fn render(report: &Report) -> String {
     }
     super::evidence::paths(&mut out, report);
     groups(&mut out, report);
+    report.noise.html(&mut out);
     super::evidence::breakdowns(&mut out, report);
     latency(&mut out, report);
     super::evidence::timeline(&mut out, report);
@@ -198,19 +199,20 @@ pub(super) fn number(value: f64) -> String {
 fn totals_row(out: &mut String, label: &str, t: &Totals) {
     let _ = writeln!(
         out,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
         escape(label),
         t.evaluations,
         t.matched,
         t.equivalent,
         t.mismatch,
+        t.noise,
         t.shadow_error,
         t.shadow_lost,
         t.legacy_failed
     );
 }
 
-const TOTALS_HEADER: &str = "<tr><th></th><th>evaluations</th><th>match</th><th>equivalent</th><th>mismatch</th><th>shadow_error</th><th>shadow_lost</th><th>legacy_failed</th></tr>\n";
+const TOTALS_HEADER: &str = "<tr><th></th><th>evaluations</th><th>match</th><th>equivalent</th><th>mismatch</th><th>noise</th><th>shadow_error</th><th>shadow_lost</th><th>legacy_failed</th></tr>\n";
 
 fn totals(out: &mut String, report: &Report) {
     out.push_str("<h2>Totals</h2><table>");

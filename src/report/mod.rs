@@ -6,6 +6,7 @@
 mod charts;
 mod evidence;
 pub mod html;
+pub mod noise;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -228,6 +229,8 @@ pub struct Report {
     pub malformed: Vec<Malformed>,
     /// Failures by kind, with eval_ids.
     pub breakdown: BreakdownReport,
+    /// What double runs taught: noisy places, evidence, the config to paste.
+    pub noise: noise::NoiseReport,
     /// Verdicts and latency over the run, oldest bucket first.
     pub timeline: Vec<Point>,
     /// How the timeline's buckets are laid out.
@@ -274,6 +277,7 @@ impl Report {
             ungrouped_mismatches: stats.ungrouped_mismatches,
             malformed: stats.malformed.clone(),
             breakdown: BreakdownReport::from_breakdowns(&stats.breakdown),
+            noise: noise::NoiseReport::build(engine, stats),
             timeline: stats.timeline.points(),
             timeline_layout: TimelineLayout { unit: stats.timeline.unit(), span: stats.timeline.span() },
             readiness: engine.readiness(stats),

@@ -22,8 +22,8 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "shadowdiff: {} evaluations, {} malformed lines", v.evaluations, t.malformed);
     let _ = writeln!(
         out,
-        "  match {} | equivalent {} | mismatch {} | shadow_error {} | shadow_lost {} | legacy_failed {}",
-        v.matched, v.equivalent, v.mismatch, v.shadow_error, v.shadow_lost, v.legacy_failed
+        "  match {} | equivalent {} | mismatch {} | noise {} | shadow_error {} | shadow_lost {} | legacy_failed {}",
+        v.matched, v.equivalent, v.mismatch, v.noise, v.shadow_error, v.shadow_lost, v.legacy_failed
     );
     let l = &report.latency;
     let _ = writeln!(
@@ -45,6 +45,7 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(out, "    {:>6}  {:<10} {}", group.count, group.language, group.paths.join(", "));
         }
     }
+    report.noise.text(&mut out);
     for line in report.malformed.iter().take(5) {
         let _ = writeln!(out, "  malformed {}:{}: {}", line.file, line.line, line.reason);
     }
