@@ -12,6 +12,9 @@
 //! - `legacy_tasks_submitted_total` counts every submission legacy received and
 //!   `celery_tasks_submitted_total` every task pushed into Celery: their rates are the
 //!   real shares of the traffic each system takes.
+//! - a double run's second shadow run (`[noise]`) counts only in
+//!   `shadowdiff_double_runs_total` and, as a task pushed, in `celery_tasks_submitted_total`
+//!   and `shadowdiff_shadow_submitted_total`; never in verdicts or `tasks_*`.
 //! - `celery_*` series exist only with a Celery shadow; label values come from bounded
 //!   sets (languages are capped in number and length by the statistics).
 
@@ -50,6 +53,11 @@ pub const CHECK_PASS: &str = "shadowdiff_check_pass";
 pub const CELERY_RESULT_BYTES: &str = "shadowdiff_celery_result_bytes_retained";
 /// Judged evaluations by verdict and language.
 pub const COMPARISONS: &str = "shadowdiff_comparisons_total";
+/// Double runs on the shadow (`[noise]`), by `result`: `compared` (both runs gave an
+/// outcome) or `incomplete`. They count nowhere else: not in verdicts, submissions or latency.
+pub const DOUBLE_RUNS: &str = "shadowdiff_double_runs_total";
+/// Places learned noisy from double runs.
+pub const NOISE_PLACES: &str = "shadowdiff_noise_places";
 /// Submissions not mirrored, by reason.
 pub const NOT_MIRRORED: &str = "shadowdiff_not_mirrored_total";
 /// Mirrored evaluations not judged yet.
@@ -211,6 +219,12 @@ pub fn render(snapshot: &Snapshot, proxy: &ProxyStatsSnapshot, gauges: &LiveGaug
             );
         }
     }
+    let noise = &snapshot.stats.noise;
+    header(&mut out, DOUBLE_RUNS, "counter", "Evaluations the shadow ran twice to learn noise, by result.");
+    let _ = writeln!(out, "{DOUBLE_RUNS}{{result=\"compared\"}} {}", noise.runs);
+    let _ = writeln!(out, "{DOUBLE_RUNS}{{result=\"incomplete\"}} {}", noise.incomplete);
+    header(&mut out, NOISE_PLACES, "gauge", "Places learned noisy: differences there alone are noise, not mismatches.");
+    let _ = writeln!(out, "{NOISE_PLACES} {}", noise.learned().len());
     header(&mut out, NOT_MIRRORED, "counter", "Submissions not mirrored, by reason.");
     for (reason, count) in &a.not_mirrored {
         let _ = writeln!(out, "{NOT_MIRRORED}{{reason=\"{reason}\"}} {count}");

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fixture::Evaluation;
+use crate::fixture::{Evaluation, Side};
 use crate::judge::engine::Engine;
 use crate::judge::histogram::Latency;
 use crate::judge::stats::Stats;
@@ -21,6 +21,7 @@ use crate::judge::timeline::Moment;
 use crate::judge::verdict::Verdict;
 use crate::live::mirror::breaker::Breaker;
 use crate::live::mirror::sampling::Sampler;
+use crate::live::shadow::twice::SecondRun;
 
 /// Why a submission was not mirrored. Every submission is either judged, pending, or
 /// counted under one of these.
@@ -231,11 +232,21 @@ impl Live {
         *inner.accounting.not_mirrored.entry(Cow::Borrowed(reason.as_str())).or_default() += 1;
     }
 
-    /// A pending evaluation is judged; returns its verdict.
-    pub fn judged(&self, evaluation: &Evaluation, shadow_retries: u32) -> Verdict {
+    /// A pending evaluation is judged; returns its verdict. A double run's second outcome
+    /// is learned from first, so the evaluation's own run counts toward the noise it may
+    /// be judged by; it is counted nowhere else.
+    pub fn judged(&self, evaluation: &Evaluation, shadow_retries: u32, second: SecondRun) -> Verdict {
         let verdict = self.engine.judge(evaluation);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut inner = self.lock();
+        match (&second, &evaluation.shadow) {
+            (SecondRun::NotRun, _) => {}
+            (SecondRun::Outcome(again), Side::Ok { outcome, .. }) => {
+                self.engine.observe_double_run(&mut inner.stats, &evaluation.eval_id, outcome, again);
+            }
+            _ => inner.stats.noise.incomplete += 1,
+        }
+        let verdict = inner.stats.noise.reclassify(verdict);
         inner.stats.record_at(evaluation, &verdict, self.engine.rule_names(), Moment::Unix(now));
         inner.accounting.pending = inner.accounting.pending.saturating_sub(1);
         inner.accounting.judged += 1;
@@ -246,7 +257,7 @@ impl Live {
     /// Takes over the totals of an earlier run of this instance (read back at start).
     pub fn resume(&self, stats: Stats, accounting: Accounting) {
         let mut inner = self.lock();
-        inner.stats = stats;
+        inner.stats = stats.learning(self.engine.config().noise);
         // What was pending then is not pending in this process: it was given up.
         inner.accounting.abandoned += accounting.pending + accounting.abandoned;
         inner.accounting.judged += accounting.judged;

@@ -26,6 +26,7 @@ use crate::live::http_client::HttpClient;
 use crate::live::outcome::{self, Polled};
 use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
 use crate::live::record::Recorder;
+use crate::live::shadow::twice::{self, SecondRun};
 use crate::live::shadow::{ms_between, Job, Shadow, ShadowRun};
 use crate::live::state::{Live, NotMirrored};
 use budget::Reservation;
@@ -52,6 +53,8 @@ struct Accepted {
     submit_ms: f64,
     permit: OwnedSemaphorePermit,
     reservation: Reservation,
+    /// The shadow's second run of the same evaluation, when it runs twice to learn noise.
+    second: Option<Job>,
 }
 
 impl Mirror {
@@ -193,12 +196,26 @@ impl Mirror {
             if self.config.legacy_outcome.mode == OutcomeMode::Response { response_bytes } else { Bytes::new() };
         // What the evaluation holds from now on; less than the hand-off held, so it fits.
         reservation.resize(job.held_bytes() + legacy_status_body.len() as u64);
-        Ok(Accepted { job, legacy_status_body, submit_ms: exchange.submit.as_secs_f64() * 1000.0, permit, reservation })
+        // A second run only where the budget holds its job too; otherwise it runs once.
+        let second = if self.live.engine().runs_twice(&job.eval_id) {
+            let eval_id_pointer = (route.eval_id_from == IdSource::Request).then_some(route.eval_id.as_slice());
+            self.shadow.second_job(&job, eval_id_pointer).filter(|second| reservation.grow(second.held_bytes()))
+        } else {
+            None
+        };
+        Ok(Accepted {
+            job,
+            legacy_status_body,
+            submit_ms: exchange.submit.as_secs_f64() * 1000.0,
+            permit,
+            reservation,
+            second,
+        })
     }
 
     /// Runs both sides to their final outcomes, then judges, counts and records.
     async fn evaluate(&self, accepted: Accepted) {
-        let Accepted { job, legacy_status_body, submit_ms, permit, reservation } = accepted;
+        let Accepted { job, legacy_status_body, submit_ms, permit, reservation, second } = accepted;
         let legacy = async {
             let side = self.legacy_side(&job, &legacy_status_body, submit_ms).await;
             // The legacy outcome is held until the shadow's arrives: it counts too. If it
@@ -207,8 +224,15 @@ impl Mirror {
             reservation.grow(json_bytes(&side)).then_some(side)
         };
         let shadow = self.shadow.run(&job, &reservation);
-        let (legacy, shadow) = tokio::join!(legacy, shadow);
+        let again = async {
+            match &second {
+                Some(second) => twice::second_run(&job, second, self.shadow.run(second, &reservation).await),
+                None => SecondRun::NotRun,
+            }
+        };
+        let (legacy, shadow, again) = tokio::join!(legacy, shadow, again);
         drop(permit);
+        drop(second);
         let (shadow, retries) = match shadow {
             ShadowRun::Side { side, retries } => (side, retries),
             ShadowRun::Unavailable(reason) => {
@@ -242,7 +266,7 @@ impl Mirror {
         };
         drop(job.body);
         drop(reservation);
-        let verdict = self.live.judged(&evaluation, retries);
+        let verdict = self.live.judged(&evaluation, retries, again);
         self.live.breaker.record(shadow_failed, Instant::now());
         tracing::debug!(eval_id = %evaluation.eval_id, verdict = verdict.kind().as_str(), "judged");
         if let Some(recorder) = &self.recorder {

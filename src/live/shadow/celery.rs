@@ -108,7 +108,8 @@ impl CeleryShadow {
         };
         drop(spec);
         // The message is kept until the outcome, to remove it from the queue if need be.
-        if !reservation.resize(reservation.bytes() + task.envelope.len() as u64) {
+        // `grow`, not `resize`: a double run's two tasks add to the same reservation at once.
+        if !reservation.grow(task.envelope.len() as u64) {
             return ShadowRun::NotCompared(NotMirrored::MemoryBudget, "the Celery message does not fit".into());
         }
         let submitted_at = Instant::now();

@@ -2,10 +2,12 @@
 //!
 //! Two kinds share one interface, so that sampling, bounding, correlation, deadlines,
 //! comparison, report and recording are built once: a second HTTP upstream ([`http`]), or
-//! Celery tasks written straight into Redis ([`celery`]).
+//! Celery tasks written straight into Redis ([`celery`]). [`twice`] makes the second run
+//! of the evaluations run twice to learn noise.
 
 pub mod celery;
 pub mod http;
+pub mod twice;
 
 use std::time::Instant;
 
