@@ -36,16 +36,22 @@ make it diverge from the legacy service in known ways:
     When the code contains the substring, append the suffix to the outcome's
     stdout.
 
+``EVALSTACK_NOISE_FIELD=<name>``
+    Put a fresh random value (32 hex digits) at key ``<name>`` of every outcome,
+    as a worker that stamps each run with its own id would: two runs of the same
+    evaluation differ there, which shadowdiff's double runs learn as noise.
+
 ``EVALSTACK_RESULT_SERIALIZER`` (default ``json``)
     The worker's ``result_serializer``; ``pickle`` writes results shadowdiff
     cannot read.
 
 An unset or empty ``*_WHEN`` variable disables its switch. Switches apply in
-the order sleep, raise, run, suffix.
+the order sleep, raise, run, suffix, noise.
 """
 
 import os
 import time
+import uuid
 
 from celery import Celery
 
@@ -87,6 +93,9 @@ def evaluate(eval_id, code, language, shadow=False):
     outcome = run_evaluation(eval_id, code, language, timeout_s)
     if _switch_matches("EVALSTACK_STDOUT_SUFFIX_WHEN", code):
         outcome["stdout"] += os.environ.get("EVALSTACK_STDOUT_SUFFIX", "shadow-diverged\n")
+    noise_field = os.environ.get("EVALSTACK_NOISE_FIELD", "")
+    if noise_field:
+        outcome[noise_field] = uuid.uuid4().hex
     return outcome
 
 

@@ -21,7 +21,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a warm shutdown (SIGTERM) may take before the group is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The switches of `celery_app.py`, cleared so the test's own environment cannot leak in.
-const SWITCHES: [&str; 7] = [
+const SWITCHES: [&str; 8] = [
     "EVALSTACK_RESULT_SERIALIZER",
     "EVALSTACK_TIMEOUT_S",
     "EVALSTACK_SLEEP_WHEN",
@@ -29,6 +29,7 @@ const SWITCHES: [&str; 7] = [
     "EVALSTACK_RAISE_WHEN",
     "EVALSTACK_STDOUT_SUFFIX_WHEN",
     "EVALSTACK_STDOUT_SUFFIX",
+    "EVALSTACK_NOISE_FIELD",
 ];
 
 /// A running Celery worker consuming one or more queues of one Redis database.
