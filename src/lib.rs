@@ -6,7 +6,7 @@
 //! | folder | what it holds | IO |
 //! |---|---|---|
 //! | [`fixture`] | the recorded-evaluation format: owned and borrowed forms, the line reader, JSON documents | none (reads from any `BufRead`) |
-//! | [`judge`] | comparison rules, verdicts, statistics, histograms, readiness, the [`judge::engine::Engine`] | none |
+//! | [`judge`] | comparison rules, verdicts, learned noise, statistics, histograms, readiness, the [`judge::engine::Engine`] | none |
 //! | [`config`] | `config.toml` → raw serde structs → validated [`config::Config`] | reads the file |
 //! | [`report`] | the report model and its JSON, HTML and text renderings | none |
 //! | [`celery`] | the Celery protocol v2 wire format (pure) and the Redis broker client (IO) | `celery::broker` only |

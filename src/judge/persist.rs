@@ -141,6 +141,20 @@ mod tests {
     }
 
     #[test]
+    fn a_document_from_before_learned_noise_still_loads() {
+        let engine = Engine::new(Config::default());
+        let stats = replayed(&engine);
+        let mut document = serde_json::to_value(stats.to_state()).expect("serialises");
+        let object = document.as_object_mut().expect("object");
+        object.remove("noise");
+        object["totals"].as_object_mut().expect("totals").remove("noise");
+        let state: StatsState = serde_json::from_value(document).expect("older documents parse");
+        let back = Stats::from_state(engine.policy(), engine.ignore(), state).expect("same version");
+        assert_eq!(back.totals, stats.totals);
+        assert_eq!((back.totals.noise, back.noise.runs), (0, 0));
+    }
+
+    #[test]
     fn merged_documents_equal_one_run() {
         let engine = Engine::new(Config::default());
         let whole = replayed(&engine);
