@@ -10,12 +10,11 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::fixture::json::Doc;
 use crate::fixture::view::EvaluationRef;
 use crate::fixture::Evaluation;
-use serde_json::Value;
-
-use crate::fixture::json::Doc;
-use crate::judge::noise;
+use crate::fixture::Side;
+use crate::judge::noise::{self, SecondRun};
 use crate::judge::readiness::{self, Readiness};
 use crate::judge::stats::Stats;
 use crate::judge::timeline::Moment;
@@ -55,11 +54,18 @@ impl Engine {
         noise::runs_twice(eval_id, self.config.noise.double_run_percent)
     }
 
-    /// Counts a double run: the two shadow outcomes of one evaluation, compared under the
-    /// `[compare]` rules, teach `stats` which places differ by themselves.
-    pub fn observe_double_run(&self, stats: &mut Stats, eval_id: &str, first: &Value, second: &Value) {
-        let (first, second) = (Doc::from_value(first), Doc::from_value(second));
-        stats.noise.observe(&self.config.rules, eval_id, first.root(), second.root());
+    /// Counts a double run: the evaluation's shadow outcome and its second run's, compared
+    /// under the `[compare]` rules, teach `stats` which places differ by themselves. Call
+    /// it before the evaluation is counted, so that its own run is part of what judges it.
+    pub fn learn(&self, stats: &mut Stats, evaluation: &Evaluation, second: &SecondRun) {
+        match (second, &evaluation.shadow) {
+            (SecondRun::NotRun, _) => {}
+            (SecondRun::Outcome(again), Side::Ok { outcome, .. }) => {
+                let (first, again) = (Doc::from_value(outcome), Doc::from_value(again));
+                stats.noise.observe(&self.config.rules, &evaluation.eval_id, first.root(), again.root());
+            }
+            _ => stats.noise.incomplete += 1,
+        }
     }
 
     /// Judges one evaluation, then counts it as `noise` rather than `mismatch` when every
@@ -129,5 +135,53 @@ impl Engine {
     /// Judges statistics against the gate.
     pub fn readiness(&self, stats: &Stats) -> Readiness {
         readiness::assess(&self.config.gate, stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::judge::verdict::VerdictKind;
+    use serde_json::json;
+
+    /// What a driver does with a double run: learn from it, then judge and count.
+    #[test]
+    fn a_driver_learns_before_it_judges_and_verdicts_stay_final() {
+        let config = Config::parse("[noise]\ndouble_run_percent = 100\nmin_observations = 2\nmin_flip_rate = 0.5\n")
+            .unwrap_or_else(|_| panic!("valid"));
+        let engine = Engine::new(config);
+        let mut stats = engine.new_stats();
+        let ok = |run: u32| crate::fixture::Side::Ok {
+            submit_ms: 1.0,
+            outcome_ms: 2.0,
+            outcome: json!({"stdout": "1\n", "run_id": run}),
+        };
+        let mut kinds = Vec::new();
+        for i in 0..4 {
+            let evaluation = Evaluation {
+                v: 1,
+                eval_id: format!("e{i}"),
+                language: "python".into(),
+                request: None,
+                legacy: crate::fixture::Side::Ok { submit_ms: 1.0, outcome_ms: 2.0, outcome: json!({"stdout": "1\n"}) },
+                shadow: ok(i),
+            };
+            assert!(engine.runs_twice(&evaluation.eval_id));
+            let second = if i == 3 {
+                SecondRun::Incomplete
+            } else {
+                SecondRun::Outcome(json!({"stdout": "1\n", "run_id": 100 + i}))
+            };
+            engine.learn(&mut stats, &evaluation, &second);
+            kinds.push(engine.record_learning(&mut stats, &evaluation, Moment::Next).kind());
+        }
+        assert_eq!(kinds, [VerdictKind::Mismatch, VerdictKind::Noise, VerdictKind::Noise, VerdictKind::Noise]);
+        assert_eq!((stats.totals.evaluations, stats.totals.mismatch, stats.totals.noise), (4, 1, 3));
+        assert_eq!((stats.noise.runs, stats.noise.incomplete), (3, 1));
+        assert_eq!(
+            engine.readiness(&stats).checks[1].observed,
+            Some(0.25),
+            "only the mismatch counts against the gate"
+        );
     }
 }

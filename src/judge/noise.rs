@@ -36,6 +36,19 @@ use crate::judge::compare::{self, Difference, Rules};
 use crate::judge::fields::{FieldRate, FieldRates};
 use crate::judge::verdict::Verdict;
 
+/// What a double run's second shadow run gave, as every driver hands it to the engine
+/// ([`crate::judge::engine::Engine::learn`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecondRun {
+    /// The evaluation was not run twice.
+    NotRun,
+    /// It was, but the second run gave no outcome to compare (failed, lost, unavailable).
+    Incomplete,
+    /// The second run's outcome (with the original eval_id, where the shadow needed
+    /// another one for it).
+    Outcome(serde_json::Value),
+}
+
 /// Example eval_ids kept per noisy place.
 pub const EXAMPLES_KEPT: usize = 3;
 /// Places whose examples are kept (every place is still counted, up to the field rates' cap).

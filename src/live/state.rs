@@ -13,15 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fixture::{Evaluation, Side};
+use crate::fixture::Evaluation;
 use crate::judge::engine::Engine;
 use crate::judge::histogram::Latency;
+use crate::judge::noise::SecondRun;
 use crate::judge::stats::Stats;
 use crate::judge::timeline::Moment;
 use crate::judge::verdict::Verdict;
 use crate::live::mirror::breaker::Breaker;
 use crate::live::mirror::sampling::Sampler;
-use crate::live::shadow::twice::SecondRun;
 
 /// Why a submission was not mirrored. Every submission is either judged, pending, or
 /// counted under one of these.
@@ -239,13 +239,7 @@ impl Live {
         let verdict = self.engine.judge(evaluation);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut inner = self.lock();
-        match (&second, &evaluation.shadow) {
-            (SecondRun::NotRun, _) => {}
-            (SecondRun::Outcome(again), Side::Ok { outcome, .. }) => {
-                self.engine.observe_double_run(&mut inner.stats, &evaluation.eval_id, outcome, again);
-            }
-            _ => inner.stats.noise.incomplete += 1,
-        }
+        self.engine.learn(&mut inner.stats, evaluation, &second);
         let verdict = inner.stats.noise.reclassify(verdict);
         inner.stats.record_at(evaluation, &verdict, self.engine.rule_names(), Moment::Unix(now));
         inner.accounting.pending = inner.accounting.pending.saturating_sub(1);

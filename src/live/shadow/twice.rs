@@ -18,17 +18,7 @@ use serde_json::Value;
 
 use super::{Job, Shadow, ShadowRun};
 use crate::fixture::Side;
-
-/// What the second run gave.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SecondRun {
-    /// The evaluation was not run twice.
-    NotRun,
-    /// It was, but the second run gave no outcome to compare (failed, lost, unavailable).
-    Incomplete,
-    /// The second run's outcome, with the original eval_id restored.
-    Outcome(Value),
-}
+pub use crate::judge::noise::SecondRun;
 
 /// The id of an evaluation's second submission to an HTTP shadow.
 pub fn derived_id(eval_id: &str) -> String {
