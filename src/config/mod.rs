@@ -8,6 +8,7 @@ pub mod live;
 mod live_raw;
 mod parse;
 pub mod raw;
+mod redis;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
