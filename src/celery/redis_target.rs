@@ -103,10 +103,11 @@ pub struct RedisSpec {
     /// `redis://[user:password@]host:port/db`, `rediss://…`, or
     /// `sentinel://[user:password@]host:port/db;sentinel://host2:port…`.
     pub url: String,
-    /// TLS options, for `rediss://` (or the master behind Sentinel).
-    pub tls: Option<TlsOptions>,
+    /// TLS options, for `rediss://` (or the master behind Sentinel). Boxed, as the
+    /// Sentinel options: most specs have neither.
+    pub tls: Option<Box<TlsOptions>>,
     /// Sentinel options, required with `sentinel://` and refused otherwise.
-    pub sentinel: Option<SentinelOptions>,
+    pub sentinel: Option<Box<SentinelOptions>>,
 }
 
 impl RedisSpec {
@@ -157,7 +158,7 @@ pub struct RedisTarget {
 
 #[derive(Clone)]
 enum Kind {
-    Direct(redis::Client),
+    Direct(Box<redis::Client>),
     /// A tokio mutex: asking the sentinels holds it across their replies.
     Sentinel(Arc<tokio::sync::Mutex<SentinelClient>>),
 }
@@ -194,7 +195,7 @@ impl RedisTarget {
     pub fn open(which: &'static str, spec: &RedisSpec) -> Result<RedisTarget, TargetError> {
         let invalid = |reason: String| TargetError::Invalid(reason);
         let (url, query_tls) = split_tls_query(&spec.url).map_err(invalid)?;
-        let tls = merge_tls(spec.tls.as_ref(), query_tls).map_err(invalid)?;
+        let tls = merge_tls(spec.tls.as_deref(), query_tls).map_err(invalid)?;
         let scheme = url.split_once("://").map(|(scheme, _)| scheme).unwrap_or_default();
         match scheme {
             "redis" | "rediss" => {
@@ -208,7 +209,7 @@ impl RedisTarget {
                 if db < 0 {
                     return Err(invalid("the database number is negative".into()));
                 }
-                Ok(RedisTarget { which, db, kind: Kind::Direct(client) })
+                Ok(RedisTarget { which, db, kind: Kind::Direct(Box::new(client)) })
             }
             "sentinel" => {
                 let options =
@@ -240,7 +241,7 @@ impl RedisTarget {
     /// name at this moment.
     pub async fn client(&self) -> Result<redis::Client, TargetError> {
         match &self.kind {
-            Kind::Direct(client) => Ok(client.clone()),
+            Kind::Direct(client) => Ok((**client).clone()),
             Kind::Sentinel(sentinel) => {
                 let mut sentinel = sentinel.lock().await;
                 tokio::time::timeout(2 * CONNECT_TIMEOUT, sentinel.async_get_client())
@@ -260,7 +261,7 @@ impl RedisTarget {
     ///
     /// redis-rs retries a lost connection 6 times by default, up to minutes apart, so an
     /// unreachable Redis would hold every command for a long time. One retry after
-    /// 100 ms, each attempt capped at [`CONNECT_TIMEOUT`], makes a command fail within a
+    /// 100 ms, each attempt capped at 2 s, makes a command fail within a
     /// few seconds instead, and the next one tries again.
     pub async fn link(&self) -> Result<RedisLink, TargetError> {
         let client = self.client().await?;
@@ -635,17 +636,22 @@ mod tests {
         assert_eq!(open(RedisSpec::url("redis://u:pw@127.0.0.1:1/4")), Ok(4));
         assert_eq!(open(RedisSpec::url("rediss://127.0.0.1:1/2?ssl_cert_reqs=none")), Ok(2));
         let sentinel = SentinelOptions { master_name: "m".into(), ..SentinelOptions::default() };
-        let spec =
-            RedisSpec { sentinel: Some(sentinel.clone()), ..RedisSpec::url("sentinel://a:1/5;sentinel://b:2/5") };
+        let spec = RedisSpec {
+            sentinel: Some(Box::new(sentinel.clone())),
+            ..RedisSpec::url("sentinel://a:1/5;sentinel://b:2/5")
+        };
         assert_eq!(open(spec), Ok(5));
         let errors = [
             (RedisSpec::url("http://:pw@h/0"), "is not a Redis URL like"),
             (RedisSpec::url("sentinel://h:1"), "needs master_name"),
-            (RedisSpec { sentinel: Some(sentinel), ..RedisSpec::url("redis://h/0") }, "not a Sentinel"),
-            (RedisSpec { tls: Some(TlsOptions::default()), ..RedisSpec::url("redis://h/0") }, "use rediss://"),
+            (RedisSpec { sentinel: Some(Box::new(sentinel)), ..RedisSpec::url("redis://h/0") }, "not a Sentinel"),
+            (RedisSpec { tls: Some(Box::default()), ..RedisSpec::url("redis://h/0") }, "use rediss://"),
             (
                 RedisSpec {
-                    tls: Some(TlsOptions { ca_certs: Some("/nonexistent/ca.pem".into()), ..TlsOptions::default() }),
+                    tls: Some(Box::new(TlsOptions {
+                        ca_certs: Some("/nonexistent/ca.pem".into()),
+                        ..TlsOptions::default()
+                    })),
                     ..RedisSpec::url("rediss://:pw@h/0")
                 },
                 "ssl_ca_certs /nonexistent/ca.pem: No such file",

@@ -51,12 +51,12 @@ pub(super) fn spec(
             (true, false) => add(format!("{}.ssl_certfile", keys.use_ssl), "is required with ssl_keyfile".into()),
             _ => {}
         }
-        TlsOptions {
+        Box::new(TlsOptions {
             ca_certs: path(&raw.ssl_ca_certs),
             certfile: path(&raw.ssl_certfile),
             keyfile: path(&raw.ssl_keyfile),
             cert_reqs,
-        }
+        })
     });
     let sentinel = transport.map(|raw| {
         if scheme != "sentinel" {
@@ -66,11 +66,11 @@ pub(super) fn spec(
             add(format!("{}.master_name", keys.transport_options), "must not be empty".into());
         }
         let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-        SentinelOptions {
+        Box::new(SentinelOptions {
             master_name: raw.master_name.clone(),
             username: text(&raw.sentinel_kwargs.username),
             password: text(&raw.sentinel_kwargs.password),
-        }
+        })
     });
     if scheme == "sentinel" && sentinel.is_none() {
         add(
