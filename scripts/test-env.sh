@@ -9,6 +9,10 @@
 #      tests/celery.rs starts a Redis of its own (to stop and restart it).
 #   4. promtool (Debian's prometheus package), which tests/deploy.rs runs on the
 #      shipped alert rules and on rendered /metrics.
+#   5. openssl, with which tests/production_redis.rs makes the CA and certificates
+#      of its TLS Redis. Its sentinels are `redis-server --sentinel` (Debian's
+#      redis-server binary has both TLS and Sentinel built in; the
+#      redis-sentinel package only adds a service around the same binary).
 #
 # The Rust tests find the worker at <repo>/.venv/bin/celery and the
 # interpreter at <repo>/.venv/bin/python; nothing is exported.
@@ -25,6 +29,7 @@ _test_env_main() {
     ensure_redis 127.0.0.1 6379
     ensure_redis_server_binary
     ensure_promtool
+    ensure_openssl
 }
 
 log() { echo "test-env: $*"; }
@@ -81,6 +86,12 @@ ensure_promtool() {
     command -v promtool >/dev/null 2>&1 && return 0
     apt_install --no-install-recommends prometheus
     command -v promtool >/dev/null 2>&1 || { log "promtool missing: install Debian's prometheus package"; return 1; }
+}
+
+ensure_openssl() {
+    command -v openssl >/dev/null 2>&1 && return 0
+    apt_install openssl
+    command -v openssl >/dev/null 2>&1 || { log "openssl missing: install Debian's openssl package"; return 1; }
 }
 
 ensure_redis_server_binary() {

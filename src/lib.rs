@@ -9,7 +9,7 @@
 //! | [`judge`] | comparison rules, verdicts, learned noise, statistics, histograms, readiness, the [`judge::engine::Engine`] | none |
 //! | [`config`] | `config.toml` → raw serde structs → validated [`config::Config`] | reads the file |
 //! | [`report`] | the report model and its JSON, HTML and text renderings | none |
-//! | [`celery`] | the Celery protocol v2 wire format (pure) and the Redis broker client (IO) | `celery::broker` only |
+//! | [`celery`] | the Celery protocol v2 wire format (pure), the Redis broker client and how every Redis is reached: TLS, ACL users, Sentinel (IO) | `celery::broker`, `celery::redis_target` only |
 //! | [`live`] | the sidecar: proxy, mirror, shadows, outcome tracking, admin listener, metrics, recording | sockets, Redis |
 //! | [`cli`] | the commands: `replay` (the offline driver), `check-config`, `serve` | files, process |
 //!

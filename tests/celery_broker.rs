@@ -17,6 +17,7 @@ use futures_util::StreamExt as _;
 use redis::Commands as _;
 use serde_json::{json, Value};
 use shadowdiff::celery::broker::{BrokerConfig, BrokerError, BrokerStats, CeleryBroker, WaitOutcome};
+use shadowdiff::celery::redis_target::RedisSpec;
 use shadowdiff::celery::{encode_task, parse_result, result_key, EncodedTask, PriorityLayout, TaskResult};
 use shadowdiff::celery::{TaskSpec, TaskState, WireError};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -40,8 +41,8 @@ fn new_queue(what: &str) -> String {
 
 fn config(queue: &str) -> BrokerConfig {
     BrokerConfig {
-        broker_url: redis_url(DB),
-        result_url: redis_url(DB),
+        broker: RedisSpec::url(redis_url(DB)),
+        result: RedisSpec::url(redis_url(DB)),
         queue: queue.to_owned(),
         layout: PriorityLayout::default(),
         delete_results: false,
@@ -607,9 +608,10 @@ async fn invalid_or_duplicate_messages_are_never_pushed() {
 #[tokio::test]
 async fn an_unreachable_redis_fails_connect_quickly() {
     let started = Instant::now();
-    let error = CeleryBroker::connect(BrokerConfig { broker_url: "redis://127.0.0.1:1/0".into(), ..config("none") })
-        .await
-        .expect_err("nothing listens on port 1");
+    let error =
+        CeleryBroker::connect(BrokerConfig { broker: RedisSpec::url("redis://127.0.0.1:1/0"), ..config("none") })
+            .await
+            .expect_err("nothing listens on port 1");
     assert!(matches!(error, BrokerError::Unavailable { which: "broker", .. }), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
 }

@@ -467,7 +467,7 @@ fn check_config_refuses_what_serve_refuses() {
     );
     let checked = shadowdiff(&["check-config", str(&celery)]);
     assert_eq!(checked.status.code(), Some(2));
-    let not_redis = "\"redis://127.0.0.1:notaport/0\" is not a Redis URL like redis://[:password@]host:port/db";
+    let not_redis = "\"redis://127.0.0.1:notaport/0\" is not a Redis URL like redis://[user:password@]host:port/db";
     assert_eq!(
         stderr(&checked),
         format!(

@@ -13,11 +13,12 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use shadowdiff::celery::broker::{BrokerConfig, CeleryBroker, WaitOutcome};
+//! use shadowdiff::celery::redis_target::RedisSpec;
 //! use shadowdiff::celery::{encode_task, PriorityLayout, TaskSpec};
 //!
 //! let config = BrokerConfig {
-//!     broker_url: "redis://127.0.0.1:6379/0".into(),
-//!     result_url: "redis://127.0.0.1:6379/0".into(),
+//!     broker: RedisSpec::url("redis://127.0.0.1:6379/0"),
+//!     result: RedisSpec::url("redis://127.0.0.1:6379/0"),
 //!     queue: "shadow".into(),
 //!     layout: PriorityLayout::default(),
 //!     delete_results: true,
@@ -34,10 +35,9 @@
 //! # Ok(()) }
 //! ```
 
-use super::error::CONNECT_TIMEOUT;
+use super::redis_target::{RedisLink, RedisSpec, RedisTarget};
 use super::results::{Hub, ResultReader};
 use super::{encode_revoke, validate_envelope, EncodedTask, PriorityLayout, RevokeRequest};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,19 +45,15 @@ use std::time::Duration;
 pub use super::error::{BrokerError, BROKER, RESULT_BACKEND};
 pub use super::results::{BrokerStats, WaitOutcome, Waiter, MAX_LATE_WATCHES};
 
-/// How long one command may wait for its reply. None of ours blocks on the server side
-/// (no `BRPOP`), so a slower reply means Redis or the network is in trouble.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Where the broker and result backend are, and how results are read.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Redis holding the task queues, `redis://[:password@]host:port/db`. Its db number
-    /// also names the revoke channel (`/<db>.celery.pidbox`).
-    pub broker_url: String,
-    /// Redis holding the results (Celery's `result_backend`); may equal `broker_url`,
-    /// in which case one connection serves both.
-    pub result_url: String,
+    /// Redis holding the task queues (Celery's `broker_url`, with its TLS and Sentinel
+    /// options). Its db number also names the revoke channel (`/<db>.celery.pidbox`).
+    pub broker: RedisSpec,
+    /// Redis holding the results (Celery's `result_backend`); may equal `broker`, in
+    /// which case one connection serves both.
+    pub result: RedisSpec,
     /// The queue the workers consume (`-Q`); [`CeleryBroker::queue_depth`] measures it.
     pub queue: String,
     /// kombu's priority layout, as configured on the workers.
@@ -91,7 +87,7 @@ pub struct CeleryBroker {
 struct Inner {
     queue: String,
     layout: PriorityLayout,
-    broker: ConnectionManager,
+    broker: RedisLink,
     /// Database number of the broker, part of the revoke channel's name.
     broker_db: u32,
     reader: ResultReader,
@@ -111,22 +107,14 @@ impl CeleryBroker {
     /// Connects to the broker and the result backend and opens the shared pub/sub
     /// connection; fails (within a few seconds) if either Redis cannot be reached.
     pub async fn connect(config: BrokerConfig) -> Result<CeleryBroker, BrokerError> {
-        let broker_client = open_client(&config.broker_url, BROKER)?;
-        let result_client = open_client(&config.result_url, RESULT_BACKEND)?;
-        let broker_db = u32::try_from(broker_client.get_connection_info().redis_settings().db()).map_err(|_| {
-            BrokerError::BadUrl {
-                which: BROKER,
-                source: (redis::ErrorKind::InvalidClientConfig, "the database number is negative").into(),
-            }
-        })?;
-        let broker = manager(broker_client, BROKER).await?;
-        let results = if config.result_url == config.broker_url {
-            broker.clone()
-        } else {
-            manager(result_client.clone(), RESULT_BACKEND).await?
-        };
-        let result_db = result_client.get_connection_info().redis_settings().db();
-        let hub = Hub::start(result_client).await?;
+        let broker_target = open_target(&config.broker, BROKER)?;
+        let result_target = open_target(&config.result, RESULT_BACKEND)?;
+        let broker_db = u32::try_from(broker_target.db())
+            .map_err(|_| BrokerError::BadUrl { which: BROKER, reason: "the database number is negative".into() })?;
+        let broker = link(&broker_target).await?;
+        let results = if config.result == config.broker { broker.clone() } else { link(&result_target).await? };
+        let result_db = result_target.db();
+        let hub = Hub::start(result_target).await?;
         let reader = ResultReader::new(
             hub,
             results,
@@ -236,22 +224,10 @@ impl CeleryBroker {
     }
 }
 
-fn open_client(url: &str, which: &'static str) -> Result<redis::Client, BrokerError> {
-    redis::Client::open(url).map_err(|source| BrokerError::BadUrl { which, source })
+fn open_target(spec: &RedisSpec, which: &'static str) -> Result<RedisTarget, BrokerError> {
+    RedisTarget::open(which, spec).map_err(|e| BrokerError::BadUrl { which, reason: e.to_string() })
 }
 
-/// A reconnecting multiplexed connection that fails fast.
-///
-/// redis-rs retries a lost connection 6 times by default, up to minutes apart, so an
-/// unreachable Redis would hold `connect` and every command for a long time. One retry
-/// after 100 ms, each attempt capped at [`CONNECT_TIMEOUT`], makes a command fail within
-/// a few seconds instead, and the next one tries again.
-async fn manager(client: redis::Client, which: &'static str) -> Result<ConnectionManager, BrokerError> {
-    let config = ConnectionManagerConfig::new()
-        .set_min_delay(Duration::from_millis(100))
-        .set_max_delay(Duration::from_secs(1))
-        .set_number_of_retries(1)
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT));
-    ConnectionManager::new_with_config(client, config).await.map_err(BrokerError::unavailable(which, "connect".into()))
+async fn link(target: &RedisTarget) -> Result<RedisLink, BrokerError> {
+    target.link().await.map_err(|e| BrokerError::from_target(target.which(), e))
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::redis_target::TargetError;
 use super::WireError;
 
 /// Names the Redis that failed in a [`BrokerError`]: the one holding the task queues.
@@ -15,14 +16,14 @@ pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// What went wrong talking to Redis, or with what was read from it.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// A URL in the config is not a Redis URL (the URL itself is left out: it may hold a
-    /// password).
-    #[error("invalid {which} URL: {source}")]
+    /// A URL or an option in the config cannot be used (the URL itself is left out: it
+    /// may hold a password).
+    #[error("invalid {which} URL or options: {reason}")]
     BadUrl {
         /// [`BROKER`] or [`RESULT_BACKEND`].
         which: &'static str,
-        /// The parser's error.
-        source: redis::RedisError,
+        /// What is wrong.
+        reason: String,
     },
 
     /// Redis could not be reached, or refused a command.
@@ -60,6 +61,14 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The error of a Redis that could not be opened or connected to.
+    pub(super) fn from_target(which: &'static str, error: TargetError) -> Self {
+        match error {
+            TargetError::Invalid(reason) => BrokerError::BadUrl { which, reason },
+            TargetError::Connect { action, source } => BrokerError::Unavailable { which, action, source },
+        }
+    }
+
     /// An [`Unavailable`](BrokerError::Unavailable) error builder for `which` and `action`.
     pub(super) fn unavailable(which: &'static str, action: String) -> impl FnOnce(redis::RedisError) -> Self {
         move |source| BrokerError::Unavailable { which, action, source }

@@ -8,11 +8,11 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands as _;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant, MissedTickBehavior};
 
+use super::redis_target::RedisLink;
 use super::results::{Hub, SUBSCRIBE_TIMEOUT};
 use super::{parse_result, result_key};
 
@@ -22,7 +22,7 @@ const JANITOR_TICK: Duration = Duration::from_secs(1);
 /// The janitor: for each late-watched task whose channel carried a value (or whose watch
 /// began or ended), reads the key and deletes it if it holds a final state or something
 /// unreadable. A watch ends at its time or when its key is deleted.
-pub(super) async fn run(hub: Weak<Hub>, results: ConnectionManager, mut ids: mpsc::Receiver<String>) {
+pub(super) async fn run(hub: Weak<Hub>, results: RedisLink, mut ids: mpsc::Receiver<String>) {
     let mut tick = tokio::time::interval(JANITOR_TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -54,7 +54,7 @@ pub(super) async fn run(hub: Weak<Hub>, results: ConnectionManager, mut ids: mps
 
 /// Deletes a late task's result key if it holds a final state (or an unreadable value);
 /// returns whether it deleted one.
-async fn clean_late(results: &ConnectionManager, task_id: &str) -> bool {
+async fn clean_late(results: &RedisLink, task_id: &str) -> bool {
     let key = result_key(task_id);
     let mut connection = results.clone();
     let value: Option<Vec<u8>> = match connection.get(&key).await {

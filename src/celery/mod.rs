@@ -3,7 +3,8 @@
 //! shadowdiff mirrors evaluations to unmodified Python Celery 5 workers by writing Celery
 //! protocol-v2 task messages straight into the Redis broker, and reads their outcomes from
 //! the Redis result backend. This module turns typed values into those bytes and back.
-//! Apart from [`broker`] (the Redis client) it does no IO: the broker client `LPUSH`es
+//! Apart from [`broker`] (the Redis client) and [`redis_target`] (how a Redis is reached:
+//! TLS, ACL users, Sentinel) it does no IO: the broker client `LPUSH`es
 //! what [`encode_task`] returns, `PUBLISH`es what [`encode_revoke`] returns, and hands the
 //! value of a `celery-task-meta-<id>` key (or of a pub/sub message on the channel of the
 //! same name) to [`parse_result`].
@@ -62,6 +63,7 @@ mod janitor;
 mod message;
 mod pyjson;
 mod pyrepr;
+pub mod redis_target;
 mod result;
 mod results;
 mod revoke;

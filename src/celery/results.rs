@@ -14,9 +14,10 @@
 //! a new one and subscribes again to the channels of the current waiters.
 
 use super::error::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
+use super::redis_target::{RedisLink, RedisTarget};
 use super::{parse_result, result_key, task_id_from_channel, TaskResult};
 use futures_util::StreamExt as _;
-use redis::aio::{ConnectionManager, PubSub, PubSubSink, PubSubStream};
+use redis::aio::{PubSub, PubSubSink, PubSubStream};
 use redis::AsyncCommands as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,8 +124,8 @@ struct Registration {
 impl Hub {
     /// Opens the pub/sub connection to the result backend and starts the dispatcher. The
     /// connection is ready to subscribe on when this returns.
-    pub(super) async fn start(client: redis::Client) -> Result<(Arc<Hub>, mpsc::Receiver<String>), BrokerError> {
-        let (sink, stream) = open_pubsub(&client).await?.split();
+    pub(super) async fn start(target: RedisTarget) -> Result<(Arc<Hub>, mpsc::Receiver<String>), BrokerError> {
+        let (sink, stream) = open_pubsub(&target).await?.split();
         let (janitor, janitor_rx) = mpsc::channel(JANITOR_BUFFER);
         let hub = Arc::new(Hub {
             state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0, late: HashMap::new() }),
@@ -134,7 +135,7 @@ impl Hub {
             warned_missing_key: std::sync::atomic::AtomicBool::new(false),
         });
         hub.install(sink);
-        let task = tokio::spawn(dispatch(Arc::downgrade(&hub), client, stream));
+        let task = tokio::spawn(dispatch(Arc::downgrade(&hub), target, stream));
         // Set once, here, before anyone else sees the hub.
         let _ = hub.dispatcher.set(task.abort_handle());
         Ok((hub, janitor_rx))
@@ -247,7 +248,10 @@ impl Drop for Hub {
     }
 }
 
-async fn open_pubsub(client: &redis::Client) -> Result<PubSub, BrokerError> {
+/// Opens a pub/sub connection to the result backend (behind Sentinel, to the master the
+/// sentinels name now).
+async fn open_pubsub(target: &RedisTarget) -> Result<PubSub, BrokerError> {
+    let client = target.client().await.map_err(|e| BrokerError::from_target(RESULT_BACKEND, e))?;
     let opened = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
         .await
         .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()));
@@ -257,13 +261,13 @@ async fn open_pubsub(client: &redis::Client) -> Result<PubSub, BrokerError> {
 /// The dispatcher: reads the pub/sub connection, hands messages to waiters, reconnects.
 /// It starts with the stream of the connection [`Hub::start`] installed, holds the hub
 /// weakly and ends when the hub is gone.
-async fn dispatch(hub: Weak<Hub>, client: redis::Client, first: PubSubStream) {
+async fn dispatch(hub: Weak<Hub>, target: RedisTarget, first: PubSubStream) {
     let mut next = Some(first);
     let mut delay = RECONNECT_MIN;
     loop {
         let mut stream = match next.take() {
             Some(stream) => stream,
-            None => match open_pubsub(&client).await {
+            None => match open_pubsub(&target).await {
                 Ok(pubsub) => {
                     let (sink, stream) = pubsub.split();
                     let Some(channels) = hub.upgrade().map(|hub| hub.install(sink.clone())) else { return };
@@ -316,7 +320,7 @@ async fn resubscribe(sink: PubSubSink, channels: Vec<String>) {
 #[derive(Clone)]
 pub(super) struct ResultReader {
     hub: Arc<Hub>,
-    results: ConnectionManager,
+    results: RedisLink,
     /// The result backend's database number, for the misplaced-key warning.
     result_db: i64,
     delete_results: bool,
@@ -329,7 +333,7 @@ impl ResultReader {
     /// `janitor` (from [`Hub::start`]). The janitor ends with the hub.
     pub(super) fn new(
         (hub, janitor): (Arc<Hub>, mpsc::Receiver<String>),
-        results: ConnectionManager,
+        results: RedisLink,
         result_db: i64,
         delete_results: bool,
         poll: Duration,

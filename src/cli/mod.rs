@@ -87,7 +87,8 @@ pub enum Command {
     },
     /// Merge every sidecar of a fleet's run into one report.
     Report {
-        /// The fleet's Redis, `redis://host:port/db`.
+        /// The fleet's Redis, `redis://[user:password@]host:port/db` or `rediss://…` (TLS
+        /// options as query parameters, e.g. `?ssl_ca_certs=/etc/ca.pem`).
         #[arg(long)]
         fleet: String,
         /// The run to merge.
@@ -235,5 +236,6 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn connect(url: &str, run: &str) -> anyhow::Result<crate::live::fleet::Fleet> {
     let ttl = std::time::Duration::from_secs(7 * 24 * 3600);
-    Ok(crate::live::fleet::Fleet::connect(url, run, ttl).await?)
+    let redis = crate::celery::redis_target::RedisSpec::url(url);
+    Ok(crate::live::fleet::Fleet::connect(&redis, run, ttl).await?)
 }

@@ -8,8 +8,26 @@ use hyper::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::raw::{RawConfig, RawOutcome};
+use super::redis::{self, RedisKeys};
 use super::Problem;
+use crate::celery::redis_target::RedisSpec;
 use crate::celery::PriorityLayout;
+
+const BROKER: RedisKeys = RedisKeys {
+    url: "shadow.celery.broker_url",
+    use_ssl: "shadow.celery.broker_use_ssl",
+    transport_options: "shadow.celery.broker_transport_options",
+};
+const RESULT: RedisKeys = RedisKeys {
+    url: "shadow.celery.result_url",
+    use_ssl: "shadow.celery.redis_backend_use_ssl",
+    transport_options: "shadow.celery.result_backend_transport_options",
+};
+const FLEET: RedisKeys = RedisKeys {
+    url: "fleet.redis_url",
+    use_ssl: "fleet.redis_use_ssl",
+    transport_options: "fleet.redis_transport_options",
+};
 use crate::judge::pointer::Pattern;
 
 /// Everything `serve` needs beyond the engine.
@@ -71,8 +89,9 @@ pub struct LiveConfig {
 /// `[fleet]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetSettings {
-    /// Redis holding the fleet's state.
-    pub redis_url: String,
+    /// Redis holding the fleet's state (`[fleet] redis_url`, `redis_use_ssl`,
+    /// `redis_transport_options`).
+    pub redis: RedisSpec,
     /// This sidecar's name (`None`: `hostname:proxy port`, decided once the port is bound).
     pub instance: Option<String>,
     /// Time between two state writes.
@@ -201,10 +220,11 @@ pub struct ShadowHeaders {
 /// `[shadow.celery]`, validated.
 #[derive(Debug, Clone)]
 pub struct CelerySettings {
-    /// Broker URL.
-    pub broker_url: String,
-    /// Result backend URL.
-    pub result_url: String,
+    /// The broker: URL, TLS and Sentinel options.
+    pub broker: RedisSpec,
+    /// The result backend: URL, TLS and Sentinel options (the broker's when no
+    /// `result_url` is set).
+    pub result: RedisSpec,
     /// Task name.
     pub task: String,
     /// Queue.
@@ -494,9 +514,8 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
 
     let f = &raw.fleet;
     let fleet = (!f.redis_url.is_empty()).then(|| {
-        if !f.redis_url.starts_with("redis://") {
-            c.add("fleet.redis_url", format!("{:?} is not a redis:// URL", f.redis_url));
-        }
+        let redis =
+            redis::spec(c.0, &FLEET, &f.redis_url, f.redis_use_ssl.as_ref(), f.redis_transport_options.as_ref());
         if f.snapshot_ms < 100 {
             c.add("fleet.snapshot_ms", format!("must be at least 100, got {}", f.snapshot_ms));
         }
@@ -510,7 +529,7 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
             c.add("fleet.ttl_s", "must be at least 10 snapshot intervals");
         }
         FleetSettings {
-            redis_url: f.redis_url.clone(),
+            redis,
             instance: (!f.instance.is_empty()).then(|| f.instance.clone()),
             snapshot: Duration::from_millis(f.snapshot_ms.max(100)),
             run: f.run.clone(),
@@ -549,11 +568,27 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
 
 fn celery(c: &mut Checker<'_>, raw: &RawConfig) -> CelerySettings {
     let k = &raw.shadow.celery;
-    for (key, url) in [("shadow.celery.broker_url", &k.broker_url), ("shadow.celery.result_url", &k.result_url)] {
-        if !url.is_empty() && !url.starts_with("redis://") {
-            c.add(key, format!("{url:?} is not a redis:// URL"));
+    let broker =
+        redis::spec(c.0, &BROKER, &k.broker_url, k.broker_use_ssl.as_ref(), k.broker_transport_options.as_ref());
+    let result = if k.result_url.is_empty() {
+        for (key, set) in [
+            (RESULT.use_ssl, k.redis_backend_use_ssl.is_some()),
+            (RESULT.transport_options, k.result_backend_transport_options.is_some()),
+        ] {
+            if set {
+                c.add(key, "is for a result_url of its own; without one the broker's options serve");
+            }
         }
-    }
+        broker.clone()
+    } else {
+        redis::spec(
+            c.0,
+            &RESULT,
+            &k.result_url,
+            k.redis_backend_use_ssl.as_ref(),
+            k.result_backend_transport_options.as_ref(),
+        )
+    };
     if k.task.is_empty() {
         c.add("shadow.celery.task", "must not be empty");
     }
@@ -568,8 +603,8 @@ fn celery(c: &mut Checker<'_>, raw: &RawConfig) -> CelerySettings {
         PriorityLayout::default()
     });
     CelerySettings {
-        broker_url: k.broker_url.clone(),
-        result_url: if k.result_url.is_empty() { k.broker_url.clone() } else { k.result_url.clone() },
+        broker,
+        result,
         task: k.task.clone(),
         queue: k.queue.clone(),
         priority: k.priority.min(9),
@@ -600,28 +635,20 @@ impl LiveConfig {
         }
         match &self.shadow {
             ShadowKind::Http { url: None, .. } => {
-                c.add("shadow.http.url", "is required to serve with shadow.kind = \"http\"");
+                Checker(&mut problems).add("shadow.http.url", "is required to serve with shadow.kind = \"http\"");
             }
             ShadowKind::Http { .. } => {}
             ShadowKind::Celery(settings) => {
                 // What the broker client refuses before connecting; whether Redis answers
                 // is for `serve` to find out.
-                for (key, url) in [
-                    ("shadow.celery.broker_url", &settings.broker_url),
-                    ("shadow.celery.result_url", &settings.result_url),
-                ] {
-                    match redis::Client::open(url.as_str()) {
-                        Ok(client) if client.get_connection_info().redis_settings().db() < 0 => {
-                            c.add(key, format!("{url:?}: the database number is negative"));
-                        }
-                        Ok(_) => {}
-                        Err(_) => {
-                            c.add(key, format!("{url:?} is not a Redis URL like redis://[:password@]host:port/db"))
-                        }
-                    }
-                }
+                redis::open_problems(&mut problems, &BROKER, crate::celery::broker::BROKER, &settings.broker);
+                redis::open_problems(&mut problems, &RESULT, crate::celery::broker::RESULT_BACKEND, &settings.result);
             }
         }
+        if let Some(fleet) = &self.fleet {
+            redis::open_problems(&mut problems, &FLEET, "fleet", &fleet.redis);
+        }
+        let mut c = Checker(&mut problems);
         // The recording is opened at start: a folder that is not there stops `serve`.
         if let Some(record) = &self.record {
             let folder =

@@ -224,10 +224,24 @@ impl Default for RawHttpShadow {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCelery {
-    /// Redis broker, `redis://[:password@]host:port/db`.
+    /// Redis broker (Celery's `broker_url`): `redis://[user:password@]host:port/db`,
+    /// `rediss://…` for TLS, or `sentinel://host:port;sentinel://host2:port` with
+    /// `broker_transport_options.master_name`.
     pub broker_url: String,
-    /// Redis result backend; defaults to the broker.
+    /// TLS options of a `rediss://` broker, as in Celery's `broker_use_ssl`.
+    pub broker_use_ssl: Option<RawUseSsl>,
+    /// Sentinel options of a `sentinel://` broker, as in Celery's
+    /// `broker_transport_options`.
+    pub broker_transport_options: Option<RawTransportOptions>,
+    /// Redis result backend (also spelt `result_backend`, as in Celery); empty: the broker,
+    /// with its options.
+    #[serde(alias = "result_backend")]
     pub result_url: String,
+    /// TLS options of a `rediss://` result backend, as in Celery's `redis_backend_use_ssl`.
+    pub redis_backend_use_ssl: Option<RawUseSsl>,
+    /// Sentinel options of a `sentinel://` result backend, as in Celery's
+    /// `result_backend_transport_options`.
+    pub result_backend_transport_options: Option<RawTransportOptions>,
     /// Registered task name the workers run.
     pub task: String,
     /// Queue (Redis list) to push to: a `shadow` queue served by isolated workers.
@@ -268,7 +282,11 @@ impl Default for RawCelery {
         let text = |s: &str| toml::Value::String(s.into());
         RawCelery {
             broker_url: "redis://127.0.0.1:6379/0".into(),
+            broker_use_ssl: None,
+            broker_transport_options: None,
             result_url: String::new(),
+            redis_backend_use_ssl: None,
+            result_backend_transport_options: None,
             task: "evaluate".into(),
             queue: "shadow".into(),
             priority: 0,
@@ -327,8 +345,14 @@ impl Default for RawRecord {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawFleet {
-    /// Redis holding the fleet's state (`redis://…`); empty: this sidecar stands alone.
+    /// Redis holding the fleet's state (`redis://…`, `rediss://…` or `sentinel://…`, as
+    /// for the broker); empty: this sidecar stands alone.
     pub redis_url: String,
+    /// TLS options of a `rediss://` fleet Redis (the keys of `broker_use_ssl`).
+    pub redis_use_ssl: Option<RawUseSsl>,
+    /// Sentinel options of a `sentinel://` fleet Redis (the keys of
+    /// `broker_transport_options`).
+    pub redis_transport_options: Option<RawTransportOptions>,
     /// This sidecar's name in the fleet; empty: `hostname:proxy port`.
     pub instance: String,
     /// How often this sidecar writes its state (and reads the fleet's sampling and window).
@@ -344,10 +368,50 @@ impl Default for RawFleet {
     fn default() -> Self {
         RawFleet {
             redis_url: String::new(),
+            redis_use_ssl: None,
+            redis_transport_options: None,
             instance: String::new(),
             snapshot_ms: 1000,
             run: "default".into(),
             ttl_s: 7 * 24 * 3600,
         }
     }
+}
+
+/// TLS options of a `rediss://` Redis, with the keys of Celery's `broker_use_ssl` and
+/// `redis_backend_use_ssl` (which may also be given as query parameters of the URL).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUseSsl {
+    /// CA certificates (PEM file) the server's certificate must chain to; empty: the
+    /// system's.
+    pub ssl_ca_certs: String,
+    /// Client certificate (PEM file), for a Redis that checks clients.
+    pub ssl_certfile: String,
+    /// The client certificate's private key (PEM file).
+    pub ssl_keyfile: String,
+    /// `required` (the default), `optional` or `none` (any certificate: tests only); also
+    /// `CERT_REQUIRED`, … as Celery spells them.
+    pub ssl_cert_reqs: String,
+}
+
+/// Sentinel options, with the keys of Celery's `broker_transport_options` that concern
+/// finding the master.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTransportOptions {
+    /// The name the sentinels know the master by.
+    pub master_name: String,
+    /// How to log in to the sentinels themselves (the master's credentials are the URL's).
+    pub sentinel_kwargs: RawSentinelKwargs,
+}
+
+/// `sentinel_kwargs`: credentials of the sentinels.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSentinelKwargs {
+    /// ACL user on the sentinels.
+    pub username: String,
+    /// Password of the sentinels (`requirepass` in sentinel.conf).
+    pub password: String,
 }

@@ -9,6 +9,7 @@ mod live_raw;
 pub mod noise;
 mod parse;
 pub mod raw;
+mod redis;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use crate::celery::redis_target::{RedisLink, RedisSpec, RedisTarget, TargetError};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -37,9 +37,10 @@ const STALE_INTERVALS: u64 = 3;
 /// What went wrong with the fleet's Redis or what was read from it.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    /// The URL is not a Redis URL (not quoted: it may hold a password).
-    #[error("invalid fleet.redis_url: {0}")]
-    BadUrl(#[source] redis::RedisError),
+    /// The URL or its options cannot be used (the URL is not quoted: it may hold a
+    /// password).
+    #[error("invalid fleet.redis_url or options: {0}")]
+    BadUrl(String),
     /// Redis did not answer or refused a command.
     #[error("fleet Redis unavailable ({action}): {source}")]
     Unavailable {
@@ -109,22 +110,26 @@ pub struct Stored {
 /// A client of the fleet's keys for one run.
 #[derive(Clone)]
 pub struct Fleet {
-    connection: ConnectionManager,
+    connection: RedisLink,
     run: String,
     ttl: Duration,
 }
 
 impl Fleet {
-    /// Connects to the fleet's Redis for `run`.
-    pub async fn connect(redis_url: &str, run: &str, ttl: Duration) -> Result<Fleet, FleetError> {
-        let client = redis::Client::open(redis_url).map_err(FleetError::BadUrl)?;
-        let connection = tokio::time::timeout(Duration::from_secs(5), ConnectionManager::new(client))
+    /// Connects to the fleet's Redis for `run`; fails within seconds if it cannot be
+    /// reached, the TLS handshake fails or the credentials are refused.
+    pub async fn connect(redis: &RedisSpec, run: &str, ttl: Duration) -> Result<Fleet, FleetError> {
+        let target = RedisTarget::open("fleet", redis).map_err(|e| FleetError::BadUrl(e.to_string()))?;
+        let connection = tokio::time::timeout(Duration::from_secs(5), target.link())
             .await
             .map_err(|_| FleetError::Unavailable {
                 action: "connect".into(),
                 source: std::io::Error::from(std::io::ErrorKind::TimedOut).into(),
             })?
-            .map_err(unavailable("connect"))?;
+            .map_err(|e| match e {
+                TargetError::Invalid(reason) => FleetError::BadUrl(reason),
+                TargetError::Connect { action, source } => FleetError::Unavailable { action, source },
+            })?;
         Ok(Fleet { connection, run: run.to_owned(), ttl })
     }
 
@@ -366,7 +371,7 @@ pub struct Member {
 impl Member {
     /// Joins the fleet: resumes this instance's last state in the run's current window.
     pub async fn join(settings: &FleetSettings, instance: String, live: Arc<Live>) -> Result<Member, FleetError> {
-        let fleet = Fleet::connect(&settings.redis_url, &settings.run, settings.ttl).await?;
+        let fleet = Fleet::connect(&settings.redis, &settings.run, settings.ttl).await?;
         let window = fleet.window().await?;
         if let Some(state) = fleet.load(window, &instance).await? {
             if state.config_fingerprint == live.engine().fingerprint() {

@@ -181,11 +181,12 @@ async fn build_shadow(config: &LiveConfig, shutdown: CancellationToken) -> anyho
             Ok(Shadow::Http(HttpShadow::new(client, base, *timeout, outcome.clone(), (**headers).clone())))
         }
         ShadowKind::Celery(settings) => {
-            // Redis may be down at start: the shadow then pauses and resumes by itself,
-            // but a broker URL that cannot even be parsed stops `serve` here.
+            // A Redis that cannot be reached, refuses the TLS handshake or the credentials
+            // stops `serve` here; the error names which one (broker, result backend) and
+            // why, never its URL (it may hold a password).
             let shadow = CeleryShadow::connect((**settings).clone(), shutdown)
                 .await
-                .with_context(|| format!("cannot reach the Celery broker {}", settings.broker_url))?;
+                .context("cannot connect to the Celery shadow's Redis")?;
             Ok(Shadow::Celery(shadow))
         }
     }

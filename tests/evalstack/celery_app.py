@@ -1,7 +1,13 @@
 """Celery side of the evalstack: the app ``evalstack`` and its tasks.
 
 Broker and result backend come from ``SHADOWDIFF_BROKER_URL`` and
-``SHADOWDIFF_RESULT_URL`` (default ``redis://127.0.0.1:6379/0``). Run a worker
+``SHADOWDIFF_RESULT_URL`` (default ``redis://127.0.0.1:6379/0``). For production
+Redis shapes, ``SHADOWDIFF_USE_SSL`` (a JSON object with Celery's keys
+``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` as
+``none``/``optional``/``required``) sets ``broker_use_ssl`` and
+``redis_backend_use_ssl``, and ``SHADOWDIFF_TRANSPORT_OPTIONS`` (a JSON object,
+e.g. ``{"master_name": "mymaster"}`` for ``sentinel://`` URLs) sets
+``broker_transport_options`` and ``result_backend_transport_options``. Run a worker
 from this directory (or with ``--workdir`` pointing here)::
 
     celery -A celery_app worker -Q <queue> -P prefork -c 2 \
@@ -49,7 +55,9 @@ An unset or empty ``*_WHEN`` variable disables its switch. Switches apply in
 the order sleep, raise, run, suffix, noise.
 """
 
+import json
 import os
+import ssl
 import time
 import uuid
 
@@ -74,6 +82,15 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
 )
+
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+if os.environ.get("SHADOWDIFF_USE_SSL"):
+    use_ssl = json.loads(os.environ["SHADOWDIFF_USE_SSL"])
+    use_ssl["ssl_cert_reqs"] = _CERT_REQS[use_ssl.get("ssl_cert_reqs", "required")]
+    app.conf.update(broker_use_ssl=use_ssl, redis_backend_use_ssl=use_ssl)
+if os.environ.get("SHADOWDIFF_TRANSPORT_OPTIONS"):
+    options = json.loads(os.environ["SHADOWDIFF_TRANSPORT_OPTIONS"])
+    app.conf.update(broker_transport_options=options, result_backend_transport_options=options)
 
 
 def _switch_matches(name, code):

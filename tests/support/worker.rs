@@ -21,7 +21,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a warm shutdown (SIGTERM) may take before the group is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The switches of `celery_app.py`, cleared so the test's own environment cannot leak in.
-const SWITCHES: [&str; 8] = [
+const SWITCHES: [&str; 10] = [
+    "SHADOWDIFF_USE_SSL",
+    "SHADOWDIFF_TRANSPORT_OPTIONS",
     "EVALSTACK_RESULT_SERIALIZER",
     "EVALSTACK_TIMEOUT_S",
     "EVALSTACK_SLEEP_WHEN",

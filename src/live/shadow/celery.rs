@@ -64,8 +64,8 @@ impl CeleryShadow {
     pub async fn connect(settings: CelerySettings, shutdown: CancellationToken) -> Result<CeleryShadow, BrokerError> {
         let rule = settings.outcome.clone();
         let broker = CeleryBroker::connect(BrokerConfig {
-            broker_url: settings.broker_url.clone(),
-            result_url: settings.result_url.clone(),
+            broker: settings.broker.clone(),
+            result: settings.result.clone(),
             queue: settings.queue.clone(),
             layout: settings.layout.clone(),
             delete_results: settings.delete_results,
