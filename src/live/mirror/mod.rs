@@ -107,7 +107,8 @@ impl Mirror {
                         Ok(accepted) => {
                             self.live.mirrored();
                             let mirror = Arc::clone(&self);
-                            self.tracker.spawn(async move { mirror.evaluate(accepted).await });
+                            // Boxed, like the proxy's captured leg: a pointer-sized task.
+                            self.tracker.spawn(Box::pin(async move { mirror.evaluate(accepted).await }));
                         }
                         Err(reason) => self.live.not_mirrored(reason),
                     }

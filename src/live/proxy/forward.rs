@@ -151,7 +151,9 @@ impl Forwarder {
             }
             (Ok(request), Some(record)) => {
                 let (sender, receiver) = oneshot::channel();
-                tokio::spawn(Arc::clone(&self).captured_leg(request, record, body_state, received, sender));
+                // Boxed: the task then holds a pointer, not the whole leg, so the runtime
+                // does not copy the future's bytes on spawn and again on completion.
+                tokio::spawn(Box::pin(Arc::clone(&self).captured_leg(request, record, body_state, received, sender)));
                 receiver.await.unwrap_or_else(|_| Err(ForwardError::Unreachable("legacy leg ended early".into())))
             }
         };
