@@ -245,6 +245,8 @@ pub struct RecordSettings {
     pub max_bytes: u64,
     /// Rotated files kept.
     pub keep: u32,
+    /// Request fields redacted in recorded lines (none by default: requests drive whole).
+    pub redact: Vec<Pattern>,
 }
 
 struct Checker<'a>(&'a mut Vec<Problem>);
@@ -489,7 +491,29 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         if raw.record.max_bytes < 4096 {
             c.add("record.max_bytes", "must be at least 4096");
         }
-        RecordSettings { path: raw.record.path.clone().into(), max_bytes: raw.record.max_bytes, keep: raw.record.keep }
+        let redact = raw
+            .record
+            .redact
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| match Pattern::parse(text) {
+                Ok(pattern) if pattern.literal_tokens().is_some() => Some(pattern),
+                Ok(_) => {
+                    c.add(&format!("record.redact[{i}]"), "cannot use `*` here");
+                    None
+                }
+                Err(e) => {
+                    c.add(&format!("record.redact[{i}]"), format!("{text:?}: {e}"));
+                    None
+                }
+            })
+            .collect();
+        RecordSettings {
+            path: raw.record.path.clone().into(),
+            max_bytes: raw.record.max_bytes,
+            keep: raw.record.keep,
+            redact,
+        }
     });
 
     let f = &raw.fleet;
