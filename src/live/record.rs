@@ -158,7 +158,9 @@ mod tests {
     fn appends_rotates_and_flushes_on_finish() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rec.jsonl");
-        let recorder = Recorder::start(RecordSettings { path: path.clone(), max_bytes: 4096, keep: 2, redact: Vec::new() }).expect("start");
+        let recorder =
+            Recorder::start(RecordSettings { path: path.clone(), max_bytes: 4096, keep: 2, redact: Vec::new() })
+                .expect("start");
         let line = "x".repeat(1000);
         for _ in 0..10 {
             recorder.record(line.clone());

@@ -513,7 +513,11 @@ mod tests {
         let back = map_id_back(side, "e-1-drive-a-3", "e-1");
         assert_eq!(
             back,
-            Side::Ok { submit_ms: 1.0, outcome_ms: 2.0, outcome: json!({"eval_id": "e-1", "stdout": "e-1-drive-a-3 ran", "n": ["e-1"]}) }
+            Side::Ok {
+                submit_ms: 1.0,
+                outcome_ms: 2.0,
+                outcome: json!({"eval_id": "e-1", "stdout": "e-1-drive-a-3 ran", "n": ["e-1"]})
+            }
         );
         let lost = Side::Lost { submit_ms: None, waited_ms: 1.0, last_state: Some("e-1-drive-a-3".into()) };
         assert_eq!(map_id_back(lost.clone(), "e-1-drive-a-3", "e-1"), lost);

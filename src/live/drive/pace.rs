@@ -240,7 +240,8 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(Duration::ZERO));
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Ok(Duration::ZERO));
         assert_eq!(parse_rfc3339("2000-03-01T00:00:00.5Z"), Ok(Duration::from_millis(951_868_800_500)));
-        for bad in ["", "2026-11-28", "2026-11-28T15:42:39", "2026-13-01T00:00:00Z", "2026-11-28T15:42:39.+00:00", "x"] {
+        for bad in ["", "2026-11-28", "2026-11-28T15:42:39", "2026-13-01T00:00:00Z", "2026-11-28T15:42:39.+00:00", "x"]
+        {
             let error = parse_rfc3339(bad).expect_err(bad);
             assert!(error.contains("is not an RFC 3339 time"), "{error}");
         }

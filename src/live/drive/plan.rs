@@ -173,10 +173,8 @@ mod tests {
     fn a_whole_request_drives_and_a_redacted_or_missing_one_does_not() {
         let whole = json!({"eval_id": "e-1", "code": "print(1)", "language": "python"});
         assert_eq!(check(&evaluation(Some(whole.clone()), None), &route(), false), Ok(None));
-        let redacted = crate::judge::example::redact(
-            &whole,
-            &[crate::judge::pointer::Pattern::parse("/code").expect("pattern")],
-        );
+        let redacted =
+            crate::judge::example::redact(&whole, &[crate::judge::pointer::Pattern::parse("/code").expect("pattern")]);
         let error = check(&evaluation(Some(redacted), None), &route(), false).expect_err("redacted");
         assert_eq!(error, "the request's code at /code was redacted when it was recorded");
         assert_eq!(check(&evaluation(None, None), &route(), false), Err("no request was recorded".into()));
