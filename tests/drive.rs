@@ -324,7 +324,7 @@ async fn ctrl_c_stops_submitting_and_leaves_a_valid_partial_report() {
         .spawn()
         .expect("spawn shadowdiff drive");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill").success());
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let out = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(20) {
@@ -334,10 +334,12 @@ async fn ctrl_c_stops_submitting_and_leaves_a_valid_partial_report() {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("drive did not stop within 20 s of SIGINT");
     })
     .await
     .expect("wait");
+    assert!(interrupted.is_ok_and(|status| status.success()), "kill -INT");
     assert_eq!(out.status.code(), Some(130), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stderr).contains("stopping: no more submissions"), "{}", text(&out.stderr));
     let report = read_json(&report_path);

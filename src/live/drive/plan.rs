@@ -204,7 +204,7 @@ mod tests {
         let good = evaluation(Some(json!({"eval_id": "e-1", "code": "print(1)", "language": "python"})), None);
         let lines = [good.to_line(), evaluation(None, None).to_line(), "{not json".to_owned(), good.to_line()];
         std::fs::write(&path, lines.join("\n")).expect("write");
-        let error = read(&[path.clone()], &route(), false).expect_err("two bad lines").to_string();
+        let error = read(std::slice::from_ref(&path), &route(), false).expect_err("two bad lines").to_string();
         let name = path.display().to_string();
         assert!(error.starts_with("2 recorded evaluation(s) cannot be driven:\n"), "{error}");
         assert!(error.contains(&format!("  - {name}:2: eval_id \"e-1\": no request was recorded\n")), "{error}");
