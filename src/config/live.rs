@@ -503,7 +503,7 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
                     None
                 }
                 Err(e) => {
-                    c.add(&format!("record.redact[{i}]"), format!("{text:?}: {e}"));
+                    c.add(&format!("record.redact[{i}]"), e.to_string());
                     None
                 }
             })
@@ -716,5 +716,20 @@ mod tests {
         assert_eq!(headers.set, [(hyper::header::AUTHORIZATION, hyper::header::HeaderValue::from_static("Bearer s"))]);
         assert_eq!(config.live.max_pending_bytes, 256 << 20);
         assert_eq!(config.live.header_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn recordings_keep_requests_whole_unless_record_redact_names_fields() {
+        let whole = Config::parse("[record]\npath = \"r.jsonl\"\n").expect("valid");
+        assert!(whole.live.record.expect("record").redact.is_empty());
+        let redacted = Config::parse("[record]\npath = \"r.jsonl\"\nredact = [\"/code\"]\n").expect("valid");
+        assert_eq!(redacted.live.record.expect("record").redact.len(), 1);
+        assert_eq!(
+            problems("[record]\npath = \"r.jsonl\"\nredact = [\"/code\", \"/tests/*\", \"code\"]\n"),
+            [
+                "record.redact[1]: cannot use `*` here".to_owned(),
+                problems("[report]\nredact = [\"code\"]\n")[0].replace("report.redact[0]", "record.redact[2]"),
+            ]
+        );
     }
 }
