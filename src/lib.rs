@@ -10,8 +10,8 @@
 //! | [`config`] | `config.toml` → raw serde structs → validated [`config::Config`] | reads the file |
 //! | [`report`] | the report model and its JSON, HTML and text renderings | none |
 //! | [`celery`] | the Celery protocol v2 wire format (pure), the Redis broker client and how every Redis is reached: TLS, ACL users, Sentinel (IO) | `celery::broker`, `celery::redis_target` only |
-//! | [`live`] | the sidecar: proxy, mirror, shadows, outcome tracking, admin listener, metrics, recording | sockets, Redis |
-//! | [`cli`] | the commands: `replay` (the offline driver), `check-config`, `serve` | files, process |
+//! | [`live`] | the sidecar: proxy, mirror, shadows, outcome tracking, admin listener, metrics, recording; `drive` (recordings sent again) | sockets, Redis |
+//! | [`cli`] | the commands: `replay` (the offline driver), `check-config`, `serve`, `drive` | files, process |
 //!
 //! Dependencies point one way: [`fixture`] and [`judge`] never import [`live`], [`celery`],
 //! tokio, hyper or redis, so replay, the benches and the unit tests drive the same engine as

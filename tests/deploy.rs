@@ -34,6 +34,7 @@ fn rendered() -> String {
         v: 1,
         eval_id: "d-1".into(),
         language: "python".into(),
+        submitted_at: None,
         request: None,
         legacy: ok(20.0),
         shadow: ok(10.0),

@@ -368,7 +368,8 @@ async fn shutdown_finishes_pending_work_and_flushes_the_recording() {
     let shadow = EvalApi::start(Behaviour { polls_before_done: 10, ..Behaviour::default() }).await;
     let record_dir = tempfile::tempdir().expect("tempdir");
     let record = record_dir.path().join("live.jsonl");
-    let extra = format!("[record]\npath = \"{}\"\n", record.display());
+    // Recordings keep requests whole unless `[record] redact` asks (tests/drive.rs checks the default).
+    let extra = format!("[record]\npath = \"{}\"\nredact = [\"/code\"]\n", record.display());
     let mut sidecar = Sidecar::start(&http_config(&legacy.url(), &shadow.url(), &extra));
     for i in 0..5 {
         sidecar.submit(&format!("r-{i}"), &format!("print({i})")).await;
@@ -379,7 +380,8 @@ async fn shutdown_finishes_pending_work_and_flushes_the_recording() {
     assert_eq!(text.lines().count(), 5, "pending comparisons finished within the grace period");
     let first: Value = serde_json::from_str(text.lines().next().expect("line")).expect("fixture line");
     assert_eq!(first["v"], 1);
-    assert_eq!(first["request"]["code"]["redacted"], true, "recording applies redaction");
+    assert_eq!(first["request"]["code"]["redacted"], true, "recording applies [record] redact");
+    assert_eq!(first["request"]["language"], "python", "only what [record] redact names is redacted");
     let replay = std::process::Command::new(env!("CARGO_BIN_EXE_shadowdiff"))
         .args(["replay", "--strict"])
         .arg(&record)

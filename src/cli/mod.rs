@@ -1,6 +1,7 @@
-//! The command line: `replay`, `check-config`, `serve`, and the fleet commands `report`,
-//! `sampling` and `window`.
+//! The command line: `replay`, `check-config`, `serve`, `drive`, and the fleet commands
+//! `report`, `sampling` and `window`.
 
+pub mod drive;
 pub mod replay;
 
 use std::path::PathBuf;
@@ -85,6 +86,9 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Send recorded evaluations again, at a chosen pace, to the shadow (or to legacy) and
+    /// compare each new outcome with the recorded outcome of the other system.
+    Drive(drive::DriveArgs),
     /// Merge every sidecar of a fleet's run into one report.
     Report {
         /// The fleet's Redis, `redis://[user:password@]host:port/db` or `rediss://…` (TLS
@@ -183,6 +187,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::live::serve::run(config, loaded))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Drive(args) => drive::run(args),
         Command::Report { fleet, run, window, config, output } => {
             let engine = Engine::new(load_config(config.as_ref())?);
             let report = small_runtime()?.block_on(async {

@@ -265,6 +265,8 @@ pub struct RecordSettings {
     pub max_bytes: u64,
     /// Rotated files kept.
     pub keep: u32,
+    /// Request fields redacted in recorded lines (none by default: requests drive whole).
+    pub redact: Vec<Pattern>,
 }
 
 struct Checker<'a>(&'a mut Vec<Problem>);
@@ -509,7 +511,29 @@ pub fn check(raw: &RawConfig, problems: &mut Vec<Problem>) -> LiveConfig {
         if raw.record.max_bytes < 4096 {
             c.add("record.max_bytes", "must be at least 4096");
         }
-        RecordSettings { path: raw.record.path.clone().into(), max_bytes: raw.record.max_bytes, keep: raw.record.keep }
+        let redact = raw
+            .record
+            .redact
+            .iter()
+            .enumerate()
+            .filter_map(|(i, text)| match Pattern::parse(text) {
+                Ok(pattern) if pattern.literal_tokens().is_some() => Some(pattern),
+                Ok(_) => {
+                    c.add(&format!("record.redact[{i}]"), "cannot use `*` here");
+                    None
+                }
+                Err(e) => {
+                    c.add(&format!("record.redact[{i}]"), e.to_string());
+                    None
+                }
+            })
+            .collect();
+        RecordSettings {
+            path: raw.record.path.clone().into(),
+            max_bytes: raw.record.max_bytes,
+            keep: raw.record.keep,
+            redact,
+        }
     });
 
     let f = &raw.fleet;
@@ -719,5 +743,20 @@ mod tests {
         assert_eq!(headers.set, [(hyper::header::AUTHORIZATION, hyper::header::HeaderValue::from_static("Bearer s"))]);
         assert_eq!(config.live.max_pending_bytes, 256 << 20);
         assert_eq!(config.live.header_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn recordings_keep_requests_whole_unless_record_redact_names_fields() {
+        let whole = Config::parse("[record]\npath = \"r.jsonl\"\n").expect("valid");
+        assert!(whole.live.record.expect("record").redact.is_empty());
+        let redacted = Config::parse("[record]\npath = \"r.jsonl\"\nredact = [\"/code\"]\n").expect("valid");
+        assert_eq!(redacted.live.record.expect("record").redact.len(), 1);
+        assert_eq!(
+            problems("[record]\npath = \"r.jsonl\"\nredact = [\"/code\", \"/tests/*\", \"code\"]\n"),
+            [
+                "record.redact[1]: cannot use `*` here".to_owned(),
+                problems("[report]\nredact = [\"code\"]\n")[0].replace("report.redact[0]", "record.redact[2]"),
+            ]
+        );
     }
 }

@@ -332,11 +332,15 @@ pub struct RawRecord {
     pub max_bytes: u64,
     /// Rotated files kept.
     pub keep: u32,
+    /// Request fields replaced by a redaction marker in the recording (JSON pointers).
+    /// Empty by default: a recording keeps each request whole so `shadowdiff drive` can
+    /// send it again; redacted requests replay but do not drive.
+    pub redact: Vec<String>,
 }
 
 impl Default for RawRecord {
     fn default() -> Self {
-        RawRecord { path: String::new(), max_bytes: 100 << 20, keep: 5 }
+        RawRecord { path: String::new(), max_bytes: 100 << 20, keep: 5, redact: Vec::new() }
     }
 }
 

@@ -165,6 +165,7 @@ mod tests {
                 request: None,
                 legacy: crate::fixture::Side::Ok { submit_ms: 1.0, outcome_ms: 2.0, outcome: json!({"stdout": "1\n"}) },
                 shadow: ok(i),
+                submitted_at: None,
             };
             assert!(engine.runs_twice(&evaluation.eval_id));
             let second = if i == 3 {

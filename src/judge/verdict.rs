@@ -193,7 +193,15 @@ mod tests {
     }
 
     fn evaluation(legacy: Side, shadow: Side) -> Evaluation {
-        Evaluation { v: 1, eval_id: "e".into(), language: "python".into(), request: None, legacy, shadow }
+        Evaluation {
+            v: 1,
+            eval_id: "e".into(),
+            language: "python".into(),
+            submitted_at: None,
+            request: None,
+            legacy,
+            shadow,
+        }
     }
 
     fn condition(pointer: &str, value: Value) -> Condition {

@@ -9,6 +9,8 @@
 //! - [`admin`] and [`metrics`]: `/report`, `/report.json`, `/metrics`, `/healthz`;
 //! - [`login`]: the admin listener's login form and session cookies, for browsers;
 //! - [`record`]: judged evaluations appended as fixture lines;
+//! - [`drive`]: recorded evaluations sent again at a chosen pace, judged against the
+//!   recorded other side (`shadowdiff drive`);
 //! - [`fleet`]: this instance's state in Redis, and reports merged over every instance;
 //! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
 //! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share;
@@ -18,6 +20,7 @@
 //! the same code replay uses.
 
 pub mod admin;
+pub mod drive;
 pub mod fleet;
 pub mod http_client;
 pub mod legacy_queue;

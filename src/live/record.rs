@@ -1,5 +1,6 @@
-//! Recording: every judged evaluation appended as a fixture line (redacted), so the same
-//! cases can be replayed offline later. A writer thread owns the file; the mirror hands it
+//! Recording: every judged evaluation appended as a fixture line, its request whole unless
+//! `[record] redact` says otherwise, so the same cases can be replayed offline or driven
+//! again later (`shadowdiff drive`). A writer thread owns the file; the mirror hands it
 //! lines over a bounded channel and never waits on disk. The file rotates by size.
 
 use std::fs::{File, OpenOptions};
@@ -157,7 +158,9 @@ mod tests {
     fn appends_rotates_and_flushes_on_finish() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("rec.jsonl");
-        let recorder = Recorder::start(RecordSettings { path: path.clone(), max_bytes: 4096, keep: 2 }).expect("start");
+        let recorder =
+            Recorder::start(RecordSettings { path: path.clone(), max_bytes: 4096, keep: 2, redact: Vec::new() })
+                .expect("start");
         let line = "x".repeat(1000);
         for _ in 0..10 {
             recorder.record(line.clone());

@@ -172,7 +172,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn build_shadow(config: &LiveConfig, shutdown: CancellationToken) -> anyhow::Result<Shadow> {
+/// The configured shadow: an HTTP upstream, or a Celery broker connection (`drive` builds it too).
+pub(crate) async fn build_shadow(config: &LiveConfig, shutdown: CancellationToken) -> anyhow::Result<Shadow> {
     match &config.shadow {
         ShadowKind::Http { url, timeout, outcome, max_connections, headers } => {
             let base = url.clone().unwrap_or_default();

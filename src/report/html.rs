@@ -63,6 +63,7 @@ pub fn render(report: &Report) -> String {
     if let Some(accounting) = &report.accounting {
         accounting_table(&mut out, accounting);
     }
+    super::drive::html(&mut out, report);
     super::evidence::paths(&mut out, report);
     groups(&mut out, report);
     report.noise.html(&mut out);
@@ -129,7 +130,8 @@ fn context(out: &mut String, report: &Report) {
     }
     let Some(live) = &report.live else {
         let files = report.source.files.iter().map(|f| escape(f)).collect::<Vec<_>>().join(", ");
-        let _ = writeln!(out, "<p class=\"context\">{}: replay of {files}</p>", escape(&report.generator));
+        let what = if report.drive.is_some() { "drive" } else { "replay" };
+        let _ = writeln!(out, "<p class=\"context\">{}: {what} of {files}</p>", escape(&report.generator));
         return;
     };
     let clock = super::evidence::clock;

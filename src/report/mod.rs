@@ -4,6 +4,7 @@
 //! The JSON keys are a public interface: tools and the migration dashboard read them.
 
 mod charts;
+pub mod drive;
 mod evidence;
 pub mod html;
 pub mod noise;
@@ -103,7 +104,7 @@ pub struct LanguageReport {
 /// Where the evaluations came from.
 #[derive(Debug, Clone, Serialize)]
 pub struct Source {
-    /// `replay` or `live`.
+    /// `replay`, `live`, `fleet` or `drive`.
     pub mode: &'static str,
     /// The fixture files read, for replay.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -246,9 +247,12 @@ pub struct Report {
     /// Every instance of the fleet (fleet mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instances: Option<Vec<InstanceRow>>,
-    /// Live accounting of every submission (live mode only).
+    /// Live accounting of every submission (live and drive modes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accounting: Option<crate::live::state::Accounting>,
+    /// The drive's pace, rails, samples and id map (drive mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drive: Option<drive::DriveContext>,
 }
 
 impl Report {
@@ -285,6 +289,7 @@ impl Report {
             fleet: None,
             instances: None,
             accounting: None,
+            drive: None,
         }
     }
 

@@ -261,6 +261,7 @@ impl Mirror {
             v: FORMAT_VERSION,
             eval_id: job.eval_id,
             language: job.language,
+            submitted_at: Some(wall_clock_of(job.received_at)),
             request: Some(request),
             legacy,
             shadow,
@@ -271,10 +272,11 @@ impl Mirror {
         self.live.breaker.record(shadow_failed, Instant::now());
         tracing::debug!(eval_id = %evaluation.eval_id, verdict = verdict.kind().as_str(), "judged");
         if let Some(recorder) = &self.recorder {
+            // Whole by default, so that `drive` can send it again; `[record] redact` opts out.
             let mut recorded = evaluation;
-            if let Some(request) = &recorded.request {
-                recorded.request =
-                    Some(crate::judge::example::redact(request, &self.live.engine().config().examples.redact));
+            let redact = self.config.record.as_ref().map_or(&[][..], |settings| &settings.redact[..]);
+            if let (Some(request), false) = (&recorded.request, redact.is_empty()) {
+                recorded.request = Some(crate::judge::example::redact(request, redact));
             }
             recorder.record(recorded.to_line());
         }
@@ -324,6 +326,12 @@ impl Mirror {
             },
         }
     }
+}
+
+/// The wall-clock time of an instant in the past, as a recording's `submitted_at`.
+fn wall_clock_of(at: Instant) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    crate::celery::format_utc(now.saturating_sub(at.elapsed()))
 }
 
 /// The size of a value's JSON, without building it.

@@ -53,7 +53,9 @@ pub fn second_run(first: &Job, second: &Job, run: ShadowRun) -> SecondRun {
 }
 
 /// Every string equal to `derived` becomes `original` (an outcome that echoes its id).
-fn restore_id(value: Value, derived: &str, original: &str) -> Value {
+/// `value` with every string equal to `derived` (an id the shadow was given in place of
+/// the original) put back to `original`, so an outcome that echoes its id compares equal.
+pub fn restore_id(value: Value, derived: &str, original: &str) -> Value {
     if derived == original {
         return value;
     }
