@@ -38,6 +38,7 @@ fn rendered() -> String {
         request: None,
         legacy: ok(20.0),
         shadow: ok(10.0),
+        double_run: None,
     };
     engine.record(&mut stats, &evaluation);
     let mut accounting = Accounting { submissions: 2, judged: 1, ..Accounting::default() };

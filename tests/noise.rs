@@ -127,10 +127,19 @@ async fn a_random_run_id_is_learned_as_noise_and_a_stdout_divergence_stays_a_mis
         "shadowdiff_noise_places 1",
         "shadowdiff_comparisons_total{verdict=\"noise\",language=\"python\"} 5",
         "shadowdiff_comparisons_total{verdict=\"mismatch\",language=\"python\"} 4",
-        "celery_queue_length 0",
     ] {
         assert!(metric_line(&metrics, line), "{line} in\n{metrics}");
     }
+    // The queue's depth is sampled every second: the sample after the last task was taken.
+    let mut metrics = metrics;
+    for _ in 0..30 {
+        if metric_line(&metrics, "celery_queue_length 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        metrics = String::from_utf8_lossy(&sidecar.admin_get("/metrics", None).await.body).into_owned();
+    }
+    assert!(metric_line(&metrics, "celery_queue_length 0"), "both runs' tasks were taken:\n{metrics}");
     let mut redis = redis::Client::open(worker::redis_url(DB)).expect("url").get_connection().expect("redis");
     let mut left: Vec<String> = Vec::new();
     for i in 0..50 {
@@ -149,6 +158,15 @@ async fn a_random_run_id_is_learned_as_noise_and_a_stdout_divergence_stays_a_mis
         .map(|l| serde_json::from_str(l).expect("fixture line"))
         .collect();
     assert_eq!(lines.len(), 9, "one line per evaluation, whether it ran once or twice");
+    for line in &lines {
+        assert_eq!(line["double_run"], "compared", "every evaluation ran twice and is labelled so: {line}");
+    }
+    // The label reads back through the fixture reader.
+    let text = std::fs::read_to_string(&record).expect("recording");
+    for line in text.lines() {
+        let read = shadowdiff::fixture::read::parse_line(line.as_bytes()).expect("a fixture line");
+        assert_eq!(read.double_run.as_deref(), Some("compared"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,6 +166,7 @@ mod tests {
                 legacy: crate::fixture::Side::Ok { submit_ms: 1.0, outcome_ms: 2.0, outcome: json!({"stdout": "1\n"}) },
                 shadow: ok(i),
                 submitted_at: None,
+                double_run: None,
             };
             assert!(engine.runs_twice(&evaluation.eval_id));
             let second = if i == 3 {

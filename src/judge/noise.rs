@@ -49,6 +49,18 @@ pub enum SecondRun {
     Outcome(serde_json::Value),
 }
 
+impl SecondRun {
+    /// How a recording labels the evaluation (its `double_run` key): `compared`,
+    /// `incomplete`, or nothing when it ran once.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            SecondRun::NotRun => None,
+            SecondRun::Incomplete => Some("incomplete"),
+            SecondRun::Outcome(_) => Some("compared"),
+        }
+    }
+}
+
 /// Example eval_ids kept per noisy place.
 pub const EXAMPLES_KEPT: usize = 3;
 /// Places whose examples are kept (every place is still counted, up to the field rates' cap).

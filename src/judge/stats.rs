@@ -513,6 +513,7 @@ mod tests {
             request: None,
             legacy: side("1", 100.0),
             shadow: side(stdout, 40.0),
+            double_run: None,
         }
     }
 
@@ -611,6 +612,7 @@ mod tests {
             request: None,
             legacy,
             shadow,
+            double_run: None,
         };
         let error = |e: serde_json::Value| Side::Error { submit_ms: Some(1.0), error: e };
         let lost = |state: Option<&str>| Side::Lost {

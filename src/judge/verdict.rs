@@ -201,6 +201,7 @@ mod tests {
             request: None,
             legacy,
             shadow,
+            double_run: None,
         }
     }
 

@@ -375,6 +375,7 @@ async fn evaluate(context: &Context, planned: Planned, jobs: Jobs, driven_id: St
         Target::Legacy => evaluation.legacy = side,
     }
     evaluation.submitted_at = Some(wall_clock_of(job.received_at));
+    evaluation.double_run = again.label().map(str::to_owned);
     drop(job);
     drop(reservation);
     let again = match again {

@@ -166,6 +166,7 @@ mod tests {
             request,
             legacy: side.clone(),
             shadow: side,
+            double_run: None,
         }
     }
 

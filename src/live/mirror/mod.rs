@@ -265,6 +265,7 @@ impl Mirror {
             request: Some(request),
             legacy,
             shadow,
+            double_run: again.label().map(str::to_owned),
         };
         drop(job.body);
         drop(reservation);
