@@ -44,6 +44,24 @@ fn run_drive(args: &[&str]) -> Output {
         .expect("run shadowdiff drive")
 }
 
+/// Drives `recording` with `config` and `extra` arguments to a successful end, and returns
+/// its printed summary and its JSON report.
+fn drive_ok(recording: &Path, config: &Path, extra: &[&str]) -> (Output, Value) {
+    let report_path = config.with_extension("report.json");
+    let mut args = vec![
+        recording.to_str().expect("utf-8"),
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--json",
+        report_path.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let out = run_drive(&args);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report = read_json(&report_path);
+    (out, report)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -124,16 +142,7 @@ async fn a_recording_made_by_serve_drives_into_celery_and_a_diverging_worker_sho
 
     // Drive the recording into Celery: every evaluation judged, every one a match.
     let drive_config = write(dir.path(), "drive.toml", &config);
-    let report_path = dir.path().join("drive.json");
-    let out = run_drive(&[
-        recording.to_str().expect("utf-8"),
-        "--config",
-        drive_config.to_str().expect("utf-8"),
-        "--json",
-        report_path.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    let report = read_json(&report_path);
+    let (out, report) = drive_ok(&recording, &drive_config, &[]);
     assert_eq!(
         report["totals"],
         json!({"evaluations": 8, "match": 8, "equivalent": 0, "mismatch": 0, "noise": 0, "shadow_error": 0,
@@ -160,17 +169,7 @@ async fn a_recording_made_by_serve_drives_into_celery_and_a_diverging_worker_sho
 
     // The same recording into a worker whose stdout diverges, at 5x the recorded pace.
     let diverging_config = write(dir.path(), "diverging.toml", &config.replace(&plain, &diverging));
-    let out = run_drive(&[
-        recording.to_str().expect("utf-8"),
-        "--config",
-        diverging_config.to_str().expect("utf-8"),
-        "--speed",
-        "5",
-        "--json",
-        report_path.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    let report = read_json(&report_path);
+    let (_, report) = drive_ok(&recording, &diverging_config, &["--speed", "5"]);
     assert_eq!(
         report["totals"],
         json!({"evaluations": 8, "match": 6, "equivalent": 0, "mismatch": 2, "noise": 0, "shadow_error": 0,
@@ -192,17 +191,7 @@ async fn a_recording_made_by_serve_drives_into_celery_and_a_diverging_worker_sho
     // are mismatches and the other six noise; each evaluation counts once.
     let noise = "[noise]\ndouble_run_percent = 100\nmin_observations = 3\nmin_flip_rate = 0.5\n[admin]";
     let noisy_config = write(dir.path(), "noisy.toml", &config.replace(&plain, &noisy).replace("[admin]", noise));
-    let out = run_drive(&[
-        recording.to_str().expect("utf-8"),
-        "--config",
-        noisy_config.to_str().expect("utf-8"),
-        "--concurrency",
-        "1",
-        "--json",
-        report_path.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    let report = read_json(&report_path);
+    let (_, report) = drive_ok(&recording, &noisy_config, &["--concurrency", "1"]);
     assert_eq!(
         report["totals"],
         json!({"evaluations": 8, "match": 0, "equivalent": 0, "mismatch": 2, "noise": 6, "shadow_error": 0,
@@ -237,21 +226,8 @@ async fn rate_200_for_10_s_is_reported_and_every_evaluation_judged() {
     let recording = write(dir.path(), "rate.jsonl", &recording.join("\n"));
     let config = celery_config("http://127.0.0.1:9", &queue, "task = \"trivial\"\nmax_queue_depth = 300\n");
     let config = write(dir.path(), "rate.toml", &config);
-    let report_path = dir.path().join("rate.json");
     let started = Instant::now();
-    let out = run_drive(&[
-        recording.to_str().expect("utf-8"),
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--rate",
-        "200",
-        "--concurrency",
-        "64",
-        "--json",
-        report_path.to_str().expect("utf-8"),
-    ]);
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    let report = read_json(&report_path);
+    let (_, report) = drive_ok(&recording, &config, &["--rate", "200", "--concurrency", "64"]);
     assert_eq!(report["totals"]["evaluations"], 2000, "{:#}", report["totals"]);
     assert_eq!(
         report["totals"]["match"], 2000,
@@ -289,23 +265,8 @@ async fn to_legacy_resubmits_to_the_legacy_service_and_compares_with_the_recorde
         .collect();
     let recording = write(dir.path(), "lost.jsonl", &recording.join("\n"));
     let config = write(dir.path(), "legacy.toml", &sidecar::http_config(&api.url(), "http://127.0.0.1:9", ""));
-    let report_path = dir.path().join("legacy.json");
-    let args: Vec<String> = [
-        recording.to_str().expect("utf-8"),
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--to",
-        "legacy",
-        "--json",
-        report_path.to_str().expect("utf-8"),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let out = tokio::task::spawn_blocking(move || run_drive(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .expect("drive");
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
-    let report = read_json(&report_path);
+    let (_, report) =
+        tokio::task::spawn_blocking(move || drive_ok(&recording, &config, &["--to", "legacy"])).await.expect("drive");
     assert_eq!(
         report["totals"],
         json!({"evaluations": 3, "match": 3, "equivalent": 0, "mismatch": 0, "noise": 0, "shadow_error": 0,
