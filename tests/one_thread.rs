@@ -55,7 +55,7 @@ async fn one_runtime_thread_judges_every_concurrent_submission_and_stops_cleanly
     assert_eq!(
         report["totals"],
         json!({"evaluations": SUBMISSIONS, "match": SUBMISSIONS - diverging, "equivalent": 0,
-               "mismatch": diverging, "shadow_error": 0, "shadow_lost": 0, "legacy_failed": 0, "malformed": 0})
+               "mismatch": diverging, "noise": 0, "shadow_error": 0, "shadow_lost": 0, "legacy_failed": 0, "malformed": 0})
     );
     assert_eq!(report["accounting"]["judged"], SUBMISSIONS);
     assert_eq!(report["accounting"]["submissions"], SUBMISSIONS);
