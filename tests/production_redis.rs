@@ -112,7 +112,7 @@ async fn tls_with_an_acl_user_judges_everything_and_never_shows_the_password() {
     let report = sidecar.settled(4, None).await;
     assert_eq!(
         report["totals"],
-        json!({"evaluations": 4, "match": 4, "equivalent": 0, "mismatch": 0, "shadow_error": 0,
+        json!({"evaluations": 4, "match": 4, "equivalent": 0, "mismatch": 0, "noise": 0, "shadow_error": 0,
                "shadow_lost": 0, "legacy_failed": 0, "malformed": 0}),
         "{report:#}"
     );
