@@ -10,6 +10,8 @@
 #    client's latency against the direct path. Results cannot come, so each evaluation
 #    is given up after a short deadline (counted lost; revokes off).
 # 2. A worker pool running the `trivial` task: judged evaluations per second end to end.
+# 3. The Celery shadow alone, without the HTTP proxy (examples/celery_push.rs): how many
+#    evaluations per second it encodes, subscribes and pushes into Redis.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -29,7 +31,7 @@ trap cleanup EXIT
 source scripts/load-lib.sh
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 scripts/test-env.sh >/dev/null
-cargo build --release --quiet --bin shadowdiff --example fast_upstream
+cargo build --release --quiet --bin shadowdiff --example fast_upstream --example celery_push
 redis-cli -n "$db" flushdb >/dev/null
 
 
@@ -102,3 +104,7 @@ SHADOWDIFF_BROKER_URL="redis://127.0.0.1:6379/$db" SHADOWDIFF_RESULT_URL="redis:
 pids+=($!)
 sleep 4
 run trivial trivial 30000 "shadowdiff + Celery shadow, worker pool (trivial task)"
+redis-cli -n "$db" flushdb >/dev/null
+echo
+echo "Celery shadow alone (examples/celery_push, 200,000 evaluations, 1,024 at a time):"
+target/release/examples/celery_push --redis "redis://127.0.0.1:6379/$db" --tasks 200000 --concurrency 1024

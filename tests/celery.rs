@@ -235,3 +235,28 @@ async fn redis_down_past_the_deadline_counts_pushed_tasks_lost_not_unmirrored() 
     assert_eq!((max_lost["name"].as_str(), max_lost["state"].as_str()), (Some("max_lost"), Some("fail")));
     assert_eq!(report["readiness"]["state"], "not_ready");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_deadline_passed_before_its_push_is_not_pushed_and_not_lost() {
+    // The legacy answer takes longer than the whole shadow deadline: by the time the task
+    // could be pushed there is no time left to wait for it, through no fault of Celery's.
+    let legacy =
+        evalapi::EvalApi::start(evalapi::Behaviour { submit_delay: Duration::from_millis(400), ..Default::default() })
+            .await;
+    let queue = queue("late");
+    let sidecar = Sidecar::start(&celery_config(&legacy.url(), &queue, 200, "revoke_lost = false\n"));
+
+    for i in 0..3 {
+        let reply = sidecar.submit(&format!("late-{i}"), "print(1)").await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+    }
+    let report = sidecar.settled(3, None).await;
+
+    assert_eq!(report["accounting"]["not_mirrored"], json!({"submit_late": 3}), "{report:#}");
+    assert_eq!(report["accounting"]["judged"], 0);
+    assert_eq!(report["totals"]["shadow_lost"], 0);
+    assert_eq!(sidecar.metric("celery_tasks_submitted_total").await, 0.0);
+    let mut redis = redis::Client::open(worker::redis_url(DB)).and_then(|c| c.get_connection()).expect("Redis");
+    let depth: u64 = redis::cmd("LLEN").arg(&queue).query(&mut redis).expect("LLEN");
+    assert_eq!(depth, 0, "nothing was pushed");
+}

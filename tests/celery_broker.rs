@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt as _;
 use redis::Commands as _;
 use serde_json::{json, Value};
-use shadowdiff::celery::broker::{BrokerConfig, BrokerError, BrokerStats, CeleryBroker, WaitOutcome};
+use shadowdiff::celery::broker::{BrokerConfig, BrokerError, BrokerStats, CeleryBroker, WaitOutcome, REMOVE_SCAN};
 use shadowdiff::celery::redis_target::RedisSpec;
 use shadowdiff::celery::{encode_task, parse_result, result_key, EncodedTask, PriorityLayout, TaskResult};
 use shadowdiff::celery::{TaskSpec, TaskState, WireError};
@@ -396,7 +396,7 @@ async fn two_hundred_concurrent_tasks_share_one_pubsub_connection() {
 
     assert_eq!(
         broker.stats(),
-        BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 200, late_watches: 0 }
+        BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 200, late_watches: 0, result_polls: 0 }
     );
     let shared: Vec<u64> =
         subscriptions_per_client().iter().filter(|(_, sub)| *sub == 200).map(|(id, _)| *id).collect();
@@ -408,7 +408,11 @@ async fn two_hundred_concurrent_tasks_share_one_pubsub_connection() {
         assert_eq!(result.state, TaskState::Success(trivial_outcome(eval_id)));
     }
 
-    assert_eq!(broker.stats(), BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 0, late_watches: 0 });
+    // Pub/sub delivered every result: no waiter polled.
+    assert_eq!(
+        broker.stats(),
+        BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 0, late_watches: 0, result_polls: 0 }
+    );
     // Dropped waiters unsubscribe in the background.
     let started = Instant::now();
     let left = loop {
@@ -438,6 +442,52 @@ async fn without_a_worker_the_task_is_lost_at_its_deadline() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(broker.queue_depth().await.expect("LLEN"), 1);
+}
+
+#[tokio::test]
+async fn a_waiter_sends_nothing_while_its_subscription_holds() {
+    let queue = new_queue("quiet");
+    // A poll interval short enough to poll 30 times before the deadline, were it polling.
+    let broker = connect(BrokerConfig { result_poll_interval: Duration::from_millis(10), ..config(&queue) }).await;
+    let tasks: Vec<EncodedTask> = (0..20).map(|i| trivial(&queue, 0, &format!("ev-quiet-{i}"))).collect();
+    let _cleanup = Cleanup::default().queue(&queue);
+
+    let waiters = join_all(tasks.iter().map(|t| broker.submit(t))).await;
+    let outcomes = join_all(waiters.into_iter().map(|w| w.expect("submitted").wait(Duration::from_millis(300)))).await;
+
+    for outcome in outcomes {
+        assert_eq!(outcome.expect("no error"), WaitOutcome::Lost { last_state: None, retries_seen: 0 });
+    }
+    assert_eq!(broker.stats().result_polls, 0);
+    assert_eq!(broker.queue_depth().await.expect("LLEN"), 20);
+}
+
+#[tokio::test]
+async fn a_lost_task_is_taken_out_of_either_end_of_its_queue_but_not_searched_for_deep_inside() {
+    let queue = new_queue("remove");
+    let broker = connect(config(&queue)).await;
+    let _cleanup = Cleanup::default().queue(&queue);
+    let fillers: Vec<String> = (0..REMOVE_SCAN + 50).map(|i| format!("filler-{i}")).collect();
+    let mut redis = redis();
+
+    // At the tail, where workers take from: pushed before everything else.
+    let tail = trivial(&queue, 0, "ev-tail");
+    drop(broker.submit(&tail).await.expect("submitted"));
+    let () = redis.lpush(&queue, &fillers).expect("LPUSH");
+    assert!(broker.remove_queued(&tail).await.expect("LPOS"));
+    // At the head: the latest pushed.
+    let head = trivial(&queue, 0, "ev-head");
+    drop(broker.submit(&head).await.expect("submitted"));
+    assert!(broker.remove_queued(&head).await.expect("LPOS"));
+    assert_eq!(broker.queue_depth().await.expect("LLEN"), fillers.len() as u64);
+    // Deeper than REMOVE_SCAN from both ends: left to its `expires`.
+    let deep = trivial(&queue, 0, "ev-deep");
+    drop(broker.submit(&deep).await.expect("submitted"));
+    let () = redis.lpush(&queue, &fillers).expect("LPUSH");
+    assert!(!broker.remove_queued(&deep).await.expect("LPOS"));
+    assert_eq!(broker.queue_depth().await.expect("LLEN"), 2 * fillers.len() as u64 + 1);
+    let deep_at: Option<usize> = redis.lpos(&queue, &deep.envelope, redis::LposOptions::default()).expect("LPOS");
+    assert_eq!(deep_at, Some(fillers.len()));
 }
 
 #[tokio::test]
@@ -532,7 +582,7 @@ async fn a_dropped_pubsub_connection_is_reopened_and_resubscribed() {
     assert_eq!(after.len(), 1, "no new connection subscribed to the 37 channels: {after:?}");
     assert_eq!(
         broker.stats(),
-        BrokerStats { pubsub_connected: true, pubsub_connects: 2, waiters: 37, late_watches: 0 }
+        BrokerStats { pubsub_connected: true, pubsub_connects: 2, waiters: 37, late_watches: 0, result_polls: 0 }
     );
 
     let waiting = tokio::spawn(join_all(waiters.into_iter().map(|w| w.expect("submitted").wait(TASK_DEADLINE))));

@@ -3,11 +3,12 @@
 //! [`CeleryBroker`] `LPUSH`es the task envelopes that [`encode_task`](super::encode_task)
 //! builds into the broker, so that unmodified Celery workers run them, and reads their
 //! outcomes from the Redis result backend (reference §5): it subscribes to the task's
-//! result channel on one pub/sub connection shared by every waiter, and also `GET`s the
-//! result key right after subscribing and then at a fixed interval, so that a result
-//! published before the subscription or during a pub/sub reconnect is never taken for a
-//! lost task. It understands no byte it moves: encoding, validation and parsing are the
-//! pure functions of [`crate::celery`].
+//! result channel on one pub/sub connection shared by every waiter, and also reads the
+//! result key right after subscribing, then at a fixed interval whenever pub/sub may have
+//! missed a publish (a failed subscription, a reconnect), so that no result is taken for
+//! a lost task. Submissions are sent in batches ([`super::submit`]): a burst costs a few
+//! round trips, not commands per task. It understands no byte it moves: encoding,
+//! validation and parsing are the pure functions of [`crate::celery`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,6 +38,7 @@
 
 use super::redis_target::{RedisLink, RedisSpec, RedisTarget};
 use super::results::{Hub, ResultReader};
+use super::submit::Submitter;
 use super::{encode_revoke, validate_envelope, EncodedTask, PriorityLayout, RevokeRequest};
 use redis::AsyncCommands as _;
 use std::sync::Arc;
@@ -44,6 +46,10 @@ use std::time::Duration;
 
 pub use super::error::{BrokerError, BROKER, RESULT_BACKEND};
 pub use super::results::{BrokerStats, WaitOutcome, Waiter, MAX_LATE_WATCHES};
+
+/// How many messages at each end of a queue [`CeleryBroker::remove_queued`] looks
+/// through.
+pub const REMOVE_SCAN: usize = 100;
 
 /// Where the broker and result backend are, and how results are read.
 #[derive(Debug, Clone)]
@@ -91,6 +97,7 @@ struct Inner {
     /// Database number of the broker, part of the revoke channel's name.
     broker_db: u32,
     reader: ResultReader,
+    submitter: Submitter,
 }
 
 impl std::fmt::Debug for CeleryBroker {
@@ -123,14 +130,16 @@ impl CeleryBroker {
             config.result_poll_interval,
             config.late_result_watch,
         );
+        let submitter = Submitter::start(reader.hub(), broker.clone(), reader.link());
         Ok(CeleryBroker {
-            inner: Arc::new(Inner { queue: config.queue, layout: config.layout, broker, broker_db, reader }),
+            inner: Arc::new(Inner { queue: config.queue, layout: config.layout, broker, broker_db, reader, submitter }),
         })
     }
 
     /// Sends one task: validates the envelope (an invalid one is refused with the
     /// validator's error and never pushed), subscribes to the task's result channel,
-    /// then `LPUSH`es the envelope onto `task.list_key`. The returned [`Waiter`] owns the
+    /// then `LPUSH`es the envelope onto `task.list_key`, with the other tasks submitted
+    /// at the same moment ([`super::submit`]). The returned [`Waiter`] owns the
     /// subscription; drop it to give it up.
     ///
     /// If the pub/sub connection is down at that moment the task is still pushed: the
@@ -139,12 +148,8 @@ impl CeleryBroker {
     pub async fn submit(&self, task: &EncodedTask) -> Result<Waiter, BrokerError> {
         validate_envelope(task.envelope.as_bytes()).map_err(BrokerError::InvalidMessage)?;
         let mut waiter = self.inner.reader.register(&task.task_id)?;
-        waiter.subscribe().await;
-        let mut broker = self.inner.broker.clone();
-        let _: u64 = broker
-            .lpush(&task.list_key, &task.envelope)
-            .await
-            .map_err(BrokerError::unavailable(BROKER, format!("LPUSH {:?}", task.list_key)))?;
+        let pushed = self.inner.submitter.push(&task.task_id, &task.list_key, &task.envelope).await?;
+        waiter.pushed(pushed.subscribed_on, pushed.stored);
         tracing::trace!(task_id = %task.task_id, list_key = ?task.list_key, "task pushed");
         Ok(waiter)
     }
@@ -182,13 +187,34 @@ impl CeleryBroker {
             .map_err(BrokerError::unavailable(BROKER, format!("PUBLISH {:?}", revoke.channel)))
     }
 
-    /// Removes `task`'s message from its queue if no worker has taken it yet (`LREM` of
-    /// its exact envelope); returns whether it was still there. A removed task never
-    /// runs, so it needs no revoke and leaves no result.
+    /// Removes `task`'s message from its queue if no worker has taken it yet; returns
+    /// whether it was still there. A removed task never runs, so it needs no revoke and
+    /// leaves no result.
+    ///
+    /// The search is bounded: `LPOS ... MAXLEN` looks at the [`REMOVE_SCAN`] messages at
+    /// each end of the list (both in one round trip): the tail, which workers take from,
+    /// holds a task that waited its deadline out in a queue they work through; the head
+    /// holds one pushed shortly before it was given up, in a queue nobody takes from. Only
+    /// where it was found does `LREM` take it out, searching from that end. A plain `LREM`
+    /// would compare the envelope with every message of a deep queue, blocking Redis for
+    /// milliseconds each time. A task further inside stays queued, and its `expires`
+    /// makes the worker that takes it discard it.
     pub async fn remove_queued(&self, task: &EncodedTask) -> Result<bool, BrokerError> {
         let mut broker = self.inner.broker.clone();
+        let near = |rank| redis::LposOptions::default().rank(rank).maxlen(REMOVE_SCAN);
+        let (at_tail, at_head): (Option<i64>, Option<i64>) = redis::pipe()
+            .lpos(&task.list_key, &task.envelope, near(-1))
+            .lpos(&task.list_key, &task.envelope, near(1))
+            .query_async(&mut broker)
+            .await
+            .map_err(BrokerError::unavailable(BROKER, format!("LPOS {:?}", task.list_key)))?;
+        let from = match (at_tail, at_head) {
+            (Some(_), _) => -1,
+            (None, Some(_)) => 1,
+            (None, None) => return Ok(false),
+        };
         let removed: u64 = broker
-            .lrem(&task.list_key, 1, &task.envelope)
+            .lrem(&task.list_key, from, &task.envelope)
             .await
             .map_err(BrokerError::unavailable(BROKER, format!("LREM {:?}", task.list_key)))?;
         Ok(removed > 0)

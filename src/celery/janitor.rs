@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use redis::AsyncCommands as _;
 use tokio::sync::mpsc;
-use tokio::time::{timeout, Instant, MissedTickBehavior};
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::redis_target::RedisLink;
-use super::results::{Hub, SUBSCRIBE_TIMEOUT};
+use super::results::Hub;
 use super::{parse_result, result_key};
 
 /// How often the janitor ends the watches whose time is up.
@@ -42,11 +42,7 @@ pub(super) async fn run(hub: Weak<Hub>, results: RedisLink, mut ids: mpsc::Recei
             // A watch lasts its whole time even after a deletion: a worker writes REVOKED
             // twice (on the revoke, then when it discards the message).
             if ending {
-                if let Some(mut sink) = hub.unwatch_late(&task_id) {
-                    tokio::spawn(async move {
-                        let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(result_key(&task_id))).await;
-                    });
-                }
+                hub.unwatch_late(&task_id);
             }
         }
     }

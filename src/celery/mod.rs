@@ -67,6 +67,7 @@ pub mod redis_target;
 mod result;
 mod results;
 mod revoke;
+mod submit;
 mod validate;
 
 pub use isotime::format_utc;

@@ -1,17 +1,20 @@
 //! Waiting for task results (reference §5): one pub/sub connection shared by every
-//! waiter, with `GET` polling underneath.
+//! waiter, with `GET` polling underneath where pub/sub cannot be trusted.
 //!
 //! A worker writes each state of a task with `SETEX celery-task-meta-<id>` and publishes
-//! the same bytes on the channel of that name. A [`Waiter`] subscribes before its task is
-//! pushed and returns on the first final state (SUCCESS, FAILURE, REVOKED). Pub/sub alone
-//! is not enough: a publish is missed if it happens before the subscription (a result
-//! already stored for a reused id) or while the connection is down, so the waiter also
-//! `GET`s the key right after subscribing, at every poll interval, and once more at its
-//! deadline.
+//! the same bytes on the channel of that name. A [`Waiter`] is subscribed before its task
+//! is pushed (by [`super::submit`], which also reads the key once right after, for a
+//! result already stored under a reused id) and returns on the first final state
+//! (SUCCESS, FAILURE, REVOKED). While the connection it was subscribed on stays up, every
+//! later state reaches it by pub/sub, so it sends no command until then. If that
+//! subscription failed or the connection dropped since, a publish may have been missed:
+//! the waiter then `GET`s the key at every poll interval. Either way it reads the key once
+//! more at its deadline.
 //!
 //! The [`Hub`] owns the pub/sub connection. A background task reads it and hands each
 //! message to the waiter registered for that task id; when the connection drops it opens
-//! a new one and subscribes again to the channels of the current waiters.
+//! a new one and subscribes again to the channels of the current waiters. Channels no
+//! longer needed are unsubscribed in batches by another background task.
 
 use super::error::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
 use super::redis_target::{RedisLink, RedisTarget};
@@ -23,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep, sleep_until, timeout, Instant, MissedTickBehavior};
 
 /// How long a `SUBSCRIBE` or `UNSUBSCRIBE` may wait for its reply before the waiter goes
@@ -84,6 +87,10 @@ pub struct BrokerStats {
     /// Tasks given up on whose result key is watched, to delete it if a late worker
     /// writes one.
     pub late_watches: usize,
+    /// `GET`s sent by waiters at their poll interval, because their subscription failed
+    /// or the connection it was made on dropped (the reads right after subscribing and at
+    /// each deadline are not counted): 0 while pub/sub delivers everything.
+    pub result_polls: u64,
 }
 
 /// The shared pub/sub connection and the waiters it serves.
@@ -94,12 +101,20 @@ pub(super) struct Hub {
     state: Mutex<HubState>,
     /// Pub/sub connections opened so far.
     connects: AtomicU64,
+    /// Polling `GET`s sent by waiters.
+    polls: AtomicU64,
     /// The dispatcher task, stopped when the hub is dropped.
     dispatcher: OnceLock<tokio::task::AbortHandle>,
     /// Ids of late-watched tasks whose channel just carried a value, for the janitor.
     janitor: mpsc::Sender<String>,
     /// Whether the misplaced-result-key warning was logged (once per process is enough).
     warned_missing_key: std::sync::atomic::AtomicBool,
+    /// The number of the pub/sub connection that is up (1 for the first, counting
+    /// reconnections), `None` while reconnecting: a waiter subscribed on connection `n`
+    /// misses no publish while this stays `Some(n)`.
+    connection: watch::Sender<Option<u64>>,
+    /// Channels to unsubscribe, sent in batches by [`release`].
+    release: mpsc::UnboundedSender<String>,
 }
 
 struct HubState {
@@ -127,14 +142,19 @@ impl Hub {
     pub(super) async fn start(target: RedisTarget) -> Result<(Arc<Hub>, mpsc::Receiver<String>), BrokerError> {
         let (sink, stream) = open_pubsub(&target).await?.split();
         let (janitor, janitor_rx) = mpsc::channel(JANITOR_BUFFER);
+        let (release_tx, release_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub {
             state: Mutex::new(HubState { waiters: HashMap::new(), sink: None, next_token: 0, late: HashMap::new() }),
             connects: AtomicU64::new(0),
+            polls: AtomicU64::new(0),
             dispatcher: OnceLock::new(),
             janitor,
             warned_missing_key: std::sync::atomic::AtomicBool::new(false),
+            connection: watch::Sender::new(None),
+            release: release_tx,
         });
         hub.install(sink);
+        tokio::spawn(release(Arc::downgrade(&hub), release_rx));
         let task = tokio::spawn(dispatch(Arc::downgrade(&hub), target, stream));
         // Set once, here, before anyone else sees the hub.
         let _ = hub.dispatcher.set(task.abort_handle());
@@ -148,14 +168,30 @@ impl Hub {
 
     /// Makes `sink` the current connection and returns the channels to subscribe again.
     fn install(&self, sink: PubSubSink) -> Vec<String> {
-        self.connects.fetch_add(1, Ordering::Relaxed);
+        let connection = self.connects.fetch_add(1, Ordering::Relaxed) + 1;
         let mut state = self.lock();
         state.sink = Some(sink);
+        self.connection.send_replace(Some(connection));
         state.waiters.keys().chain(state.late.keys()).map(|id| result_key(id)).collect()
     }
 
     fn uninstall(&self) {
-        self.lock().sink = None;
+        let mut state = self.lock();
+        state.sink = None;
+        self.connection.send_replace(None);
+    }
+
+    /// The current connection's sink and number, `None` while reconnecting.
+    pub(super) fn current_sink(&self) -> Option<(PubSubSink, u64)> {
+        let state = self.lock();
+        let connection = (*self.connection.borrow())?;
+        Some((state.sink.clone()?, connection))
+    }
+
+    /// Queues `task_id`'s result channel to be unsubscribed with the next batch.
+    fn unsubscribe_later(&self, task_id: &str) {
+        // The receiver lives as long as the hub.
+        let _ = self.release.send(result_key(task_id));
     }
 
     /// Hands a published value to the waiter of its task, if any.
@@ -185,15 +221,16 @@ impl Hub {
         true
     }
 
-    /// Stops watching `task_id`; returns the sink to unsubscribe with, unless a waiter
-    /// uses the channel again.
-    pub(super) fn unwatch_late(&self, task_id: &str) -> Option<PubSubSink> {
-        let mut state = self.lock();
-        state.late.remove(task_id)?;
-        if state.waiters.contains_key(task_id) {
-            return None;
+    /// Stops watching `task_id` and unsubscribes its channel, unless a waiter uses it
+    /// again.
+    pub(super) fn unwatch_late(&self, task_id: &str) {
+        let unused = {
+            let mut state = self.lock();
+            state.late.remove(task_id).is_some() && !state.waiters.contains_key(task_id)
+        };
+        if unused {
+            self.unsubscribe_later(task_id);
         }
-        state.sink.clone()
     }
 
     /// Late watches whose time is up.
@@ -201,9 +238,9 @@ impl Hub {
         self.lock().late.iter().filter(|(_, until)| **until <= now).map(|(id, _)| id.clone()).collect()
     }
 
-    /// Registers a waiter for `task_id`; returns its token and the sink to subscribe with
-    /// (`None` while reconnecting: the dispatcher will subscribe it).
-    fn register(&self, task_id: &str, tx: mpsc::Sender<Vec<u8>>) -> Option<(u64, Option<PubSubSink>)> {
+    /// Registers a waiter for `task_id`; returns its token. Once registered, a
+    /// reconnection subscribes its channel again.
+    fn register(&self, task_id: &str, tx: mpsc::Sender<Vec<u8>>) -> Option<u64> {
         let mut state = self.lock();
         if state.waiters.contains_key(task_id) {
             return None;
@@ -211,21 +248,22 @@ impl Hub {
         let token = state.next_token;
         state.next_token += 1;
         state.waiters.insert(task_id.to_owned(), Registration { token, tx });
-        Some((token, state.sink.clone()))
+        Some(token)
     }
 
-    /// Removes the registration `token` of `task_id`; returns the sink to unsubscribe with.
-    fn deregister(&self, task_id: &str, token: u64) -> Option<PubSubSink> {
-        let mut state = self.lock();
-        if state.waiters.get(task_id).is_some_and(|r| r.token == token) {
-            state.waiters.remove(task_id);
-            // A late watch keeps the channel subscribed.
-            if state.late.contains_key(task_id) {
-                return None;
+    /// Removes the registration `token` of `task_id` and unsubscribes its channel,
+    /// unless a late watch keeps it.
+    fn deregister(&self, task_id: &str, token: u64) {
+        let unused = {
+            let mut state = self.lock();
+            let ours = state.waiters.get(task_id).is_some_and(|r| r.token == token);
+            if ours {
+                state.waiters.remove(task_id);
             }
-            state.sink.clone()
-        } else {
-            None
+            ours && !state.late.contains_key(task_id)
+        };
+        if unused {
+            self.unsubscribe_later(task_id);
         }
     }
 
@@ -236,6 +274,7 @@ impl Hub {
             pubsub_connects: self.connects.load(Ordering::Relaxed),
             waiters: state.waiters.len(),
             late_watches: state.late.len(),
+            result_polls: self.polls.load(Ordering::Relaxed),
         }
     }
 }
@@ -302,6 +341,25 @@ async fn dispatch(hub: Weak<Hub>, target: RedisTarget, first: PubSubStream) {
     }
 }
 
+/// Unsubscribes the channels queued by [`Hub::unsubscribe_later`], as many in one
+/// `UNSUBSCRIBE` as are waiting (up to [`super::submit::MAX_BATCH`]). While reconnecting
+/// there is nothing to unsubscribe from: the new connection subscribes only the channels
+/// still in use. Ends with the hub.
+async fn release(hub: Weak<Hub>, mut channels: mpsc::UnboundedReceiver<String>) {
+    let mut batch = Vec::with_capacity(super::submit::MAX_BATCH);
+    while channels.recv_many(&mut batch, super::submit::MAX_BATCH).await > 0 {
+        let Some(hub) = hub.upgrade() else { return };
+        let sink = hub.current_sink();
+        drop(hub);
+        if let Some((mut sink, _)) = sink {
+            if !matches!(timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(&batch)).await, Ok(Ok(()))) {
+                tracing::debug!(channels = batch.len(), "UNSUBSCRIBE failed; the channels close with the connection");
+            }
+        }
+        batch.clear();
+    }
+}
+
 /// Subscribes a new connection to the channels of the waiters registered before it.
 async fn resubscribe(sink: PubSubSink, channels: Vec<String>) {
     let total = channels.len();
@@ -362,13 +420,17 @@ impl ResultReader {
 
     /// Ends the late watch of `task_id` and unsubscribes its channel.
     pub(super) fn forget_late(&self, task_id: &str) {
-        let Some(mut sink) = self.hub.unwatch_late(task_id) else { return };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let channel = result_key(task_id);
-            runtime.spawn(async move {
-                let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(channel)).await;
-            });
-        }
+        self.hub.unwatch_late(task_id);
+    }
+
+    /// The hub, for the batcher that subscribes and pushes.
+    pub(super) fn hub(&self) -> Arc<Hub> {
+        Arc::clone(&self.hub)
+    }
+
+    /// The connection to the result backend.
+    pub(super) fn link(&self) -> RedisLink {
+        self.results.clone()
     }
 
     /// `MEMORY USAGE` of `task_id`'s result key: what Redis spends on it, key and
@@ -404,11 +466,19 @@ impl ResultReader {
     /// Registers a waiter for `task_id`; it is not subscribed yet.
     pub(super) fn register(&self, task_id: &str) -> Result<Waiter, BrokerError> {
         let (tx, rx) = mpsc::channel(WAITER_BUFFER);
-        let (token, sink) = self
+        let token = self
             .hub
             .register(task_id, tx)
             .ok_or_else(|| BrokerError::AlreadyWaiting { task_id: task_id.to_owned() })?;
-        Ok(Waiter { task_id: task_id.to_owned(), token, rx, sink, subscribed: false, reader: self.clone() })
+        Ok(Waiter {
+            task_id: task_id.to_owned(),
+            token,
+            rx,
+            subscribed_on: None,
+            stored: None,
+            connection: self.hub.connection.subscribe(),
+            reader: self.clone(),
+        })
     }
 
     pub(super) async fn ping(&self) -> Result<(), BrokerError> {
@@ -450,10 +520,13 @@ pub struct Waiter {
     task_id: String,
     token: u64,
     rx: mpsc::Receiver<Vec<u8>>,
-    /// The connection to subscribe on, until [`Waiter::subscribe`] has used it.
-    sink: Option<PubSubSink>,
-    /// Whether our own `SUBSCRIBE` was confirmed.
-    subscribed: bool,
+    /// The pub/sub connection our `SUBSCRIBE` was confirmed on, if it was.
+    subscribed_on: Option<u64>,
+    /// The result key as read right after subscribing, until the wait takes it in
+    /// (`None` once taken, or if that read failed).
+    stored: Option<Option<Vec<u8>>>,
+    /// The number of the pub/sub connection up now, to know when to start polling.
+    connection: watch::Receiver<Option<u64>>,
     reader: ResultReader,
 }
 
@@ -469,21 +542,24 @@ impl Waiter {
         &self.task_id
     }
 
-    /// Subscribes to the task's result channel and waits for the reply. A failure (the
-    /// connection dropping meanwhile) is left to the dispatcher's resubscription and to
-    /// polling.
-    pub(super) async fn subscribe(&mut self) {
-        let Some(mut sink) = self.sink.take() else { return };
-        let subscribed = timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(result_key(&self.task_id))).await;
-        self.subscribed = matches!(subscribed, Ok(Ok(())));
-        if !self.subscribed {
-            tracing::debug!(task_id = %self.task_id, "SUBSCRIBE failed; the result will be polled");
-        }
+    /// Takes in what the batcher did: the connection the channel was subscribed on (a
+    /// failure is left to the dispatcher's resubscription and to polling) and the key as
+    /// read right after.
+    pub(super) fn pushed(&mut self, subscribed_on: Option<u64>, stored: Option<Option<Vec<u8>>>) {
+        self.subscribed_on = subscribed_on;
+        self.stored = stored;
+    }
+
+    /// Whether every publish on the channel since the push reached this waiter: it was
+    /// subscribed on the connection that is still up.
+    fn trusts_pubsub(&self) -> bool {
+        self.subscribed_on.is_some() && *self.connection.borrow() == self.subscribed_on
     }
 
     /// Waits up to `deadline` for a final state (SUCCESS, FAILURE, REVOKED), from
-    /// pub/sub or from a `GET` of the result key (at once, then every poll interval, and
-    /// once more at the deadline). RETRY and STARTED are not final: RETRYs are counted
+    /// pub/sub or from the result key: as read right after subscribing, by a `GET` at
+    /// every poll interval while pub/sub cannot be trusted (see the module's text), and
+    /// once more at the deadline. RETRY and STARTED are not final: RETRYs are counted
     /// and the wait goes on. When a `GET` sees the final state first, the wait lets its
     /// published copy arrive (up to 0.5 s) so that the RETRYs published before it are
     /// counted too. After a final state the key is deleted if the config says so.
@@ -511,13 +587,32 @@ impl Waiter {
         waited
     }
 
+    /// One polling `GET` of the result key, counted in [`BrokerStats::result_polls`].
+    async fn poll(&self) -> Result<Option<Vec<u8>>, BrokerError> {
+        self.reader.hub.polls.fetch_add(1, Ordering::Relaxed);
+        self.reader.get(&self.task_id).await
+    }
+
     async fn wait_for(&mut self, deadline: Duration) -> Result<WaitOutcome, BrokerError> {
         let until = Instant::now() + deadline;
         let mut poll = tokio::time::interval(self.reader.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut progress = Progress::default();
         let mut published_open = true;
+        match self.stored.take() {
+            Some(Some(bytes)) => {
+                if let Some(result) = progress.observe(&self.task_id, Source::Stored, &bytes)? {
+                    return self.finish(result, Source::Stored, &bytes, progress).await;
+                }
+                poll.reset();
+            }
+            // Nothing stored yet: the first poll tick is due only if pub/sub fails us.
+            Some(None) => poll.reset(),
+            // Not read: the first tick reads it at once.
+            None => {}
+        }
         loop {
+            let trusted = self.trusts_pubsub();
             let (source, bytes) = tokio::select! {
                 message = self.rx.recv(), if published_open => match message {
                     Some(bytes) => (Source::Published, bytes),
@@ -526,7 +621,14 @@ impl Waiter {
                         continue;
                     }
                 },
-                _ = poll.tick() => match self.reader.get(&self.task_id).await {
+                // The connection changed: trust is looked at again.
+                changed = self.connection.changed(), if trusted => {
+                    if changed.is_err() {
+                        self.subscribed_on = None;
+                    }
+                    continue;
+                }
+                _ = poll.tick(), if !trusted => match self.poll().await {
                     Ok(Some(bytes)) => (Source::Stored, bytes),
                     Ok(None) => continue,
                     Err(error) => {
@@ -563,7 +665,7 @@ impl Waiter {
         bytes: &[u8],
         mut progress: Progress,
     ) -> Result<WaitOutcome, BrokerError> {
-        if source == Source::Stored && self.subscribed {
+        if source == Source::Stored && self.subscribed_on.is_some() {
             let grace = Instant::now() + ECHO_GRACE;
             while let Ok(Some(published)) = tokio::time::timeout_at(grace, self.rx.recv()).await {
                 if published == bytes {
@@ -601,15 +703,7 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let Some(mut sink) = self.reader.hub.deregister(&self.task_id, self.token) else { return };
-        // Without a runtime (dropped outside Tokio) the channel stays subscribed until the
-        // connection closes; messages on it are ignored.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let channel = result_key(&self.task_id);
-            runtime.spawn(async move {
-                let _ = timeout(SUBSCRIBE_TIMEOUT, sink.unsubscribe(channel)).await;
-            });
-        }
+        self.reader.hub.deregister(&self.task_id, self.token);
     }
 }
 

@@ -66,6 +66,10 @@ pub enum NotMirrored {
     /// The Celery result could not be read (not JSON: a worker with another
     /// `result_serializer`), so the two sides cannot be compared.
     ShadowUnreadable,
+    /// The outcome deadline had passed before shadowdiff could push the task (its own
+    /// backlog), so the task was not sent: a push then could only be counted lost, and
+    /// blame Celery for shadowdiff's delay.
+    SubmitLate,
 }
 
 impl NotMirrored {
@@ -90,6 +94,7 @@ impl NotMirrored {
             NotMirrored::ClientError => "client_error",
             NotMirrored::MemoryBudget => "memory_budget",
             NotMirrored::ShadowUnreadable => "shadow_unreadable",
+            NotMirrored::SubmitLate => "submit_late",
         }
     }
 }

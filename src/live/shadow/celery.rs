@@ -98,6 +98,12 @@ impl CeleryShadow {
             return ShadowRun::NotCompared(NotMirrored::MissingCode, "no code in the request body".into());
         };
         let deadline = self.settings.outcome.deadline.saturating_sub(job.received_at.elapsed());
+        if deadline.is_zero() {
+            return ShadowRun::NotCompared(
+                NotMirrored::SubmitLate,
+                "the outcome deadline passed before the task could be pushed".into(),
+            );
+        }
         let spec = self.task_spec(job, &code, deadline);
         drop(code);
         let task = match encode_task(&spec, &self.settings.layout) {
