@@ -19,6 +19,10 @@ use shadowdiff::celery::broker::{BrokerConfig, CeleryBroker};
 use shadowdiff::celery::redis_target::RedisSpec;
 use shadowdiff::celery::{encode_task, PriorityLayout, TaskSpec};
 
+/// The allocator of the `shadowdiff` binary, so that the figure is the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     redis: String,
     tasks: usize,

@@ -10,7 +10,11 @@
 #    client's latency against the direct path. Results cannot come, so each evaluation
 #    is given up after a short deadline (counted lost; revokes off).
 # 2. A worker pool running the `trivial` task: judged evaluations per second end to end.
-# 3. The Celery shadow alone, without the HTTP proxy (examples/celery_push.rs): how many
+# 3. Paced (PACE_MS, default 5: each connection waits that long between requests, about
+#    10,000 requests/s here): the client's p99 direct and through shadowdiff mirroring
+#    every request into Celery (no worker), at the same pacing: the difference is the p99
+#    the shadow adds below saturation.
+# 4. The Celery shadow alone, without the HTTP proxy (examples/celery_push.rs): how many
 #    evaluations per second it encodes, subscribes and pushes into Redis.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -98,6 +102,10 @@ print("    accounting:", json.dumps(r["accounting"]), "totals:", json.dumps(r["t
 }
 
 run noworker evaluate 200 "shadowdiff + Celery shadow, no worker"
+export PACE_MS=${PACE_MS:-5}
+wrk_row "direct to the upstream, paced (PACE_MS=$PACE_MS)" "http://$legacy"; echo " - |"
+run paced evaluate 200 "shadowdiff + Celery shadow, no worker, paced (PACE_MS=$PACE_MS)"
+unset PACE_MS
 SHADOWDIFF_BROKER_URL="redis://127.0.0.1:6379/$db" SHADOWDIFF_RESULT_URL="redis://127.0.0.1:6379/$db" \
     .venv/bin/celery --workdir tests/evalstack -A celery_app worker -Q "$queue" -n "load$$@%h" -P prefork -c 2 \
     --without-mingle --without-gossip -l warning >"$work/worker.log" 2>&1 &
