@@ -28,6 +28,15 @@ use serde_json::{Map, Value};
 ///
 /// This is for task messages only; a control (revoke) broadcast has another shape.
 pub fn validate_envelope(bytes: &[u8]) -> Result<(), WireError> {
+    if fast::accepts(bytes) {
+        return Ok(());
+    }
+    validate_document(bytes)
+}
+
+/// The full validator: the envelope read as a document, each rule checked in turn, the
+/// first fault named. [`fast`] decides the common case without building the document.
+fn validate_document(bytes: &[u8]) -> Result<(), WireError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|source| WireError::EnvelopeNotJson { source, preview: preview(bytes) })?;
     let env = value.as_object().ok_or(WireError::EnvelopeNotObject { found: json_kind(&value) })?;
@@ -180,5 +189,6 @@ fn non_empty(s: &str, field: &'static str) -> Result<(), WireError> {
     Ok(())
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;

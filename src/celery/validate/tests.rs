@@ -200,3 +200,85 @@ fn non_objects_are_refused() {
     let err = validate_envelope(b"{\"body\": ").expect_err("truncated");
     assert!(err.to_string().contains("{\\\"body\\\": "), "preview in message: {err}");
 }
+
+#[test]
+fn the_one_pass_check_accepts_every_valid_sample() {
+    for prefix in ["message-", "handmade-"] {
+        for (name, text) in samples::all(prefix) {
+            assert!(fast::accepts(text.as_bytes()), "{name} left to the full validator");
+        }
+    }
+}
+
+/// Every leaf and object of message-default.json replaced by each of a set of values (and
+/// removed), and the body by bodies of every shape: whatever the one-pass check accepts,
+/// the full validator accepts too.
+#[test]
+fn the_one_pass_check_accepts_nothing_the_full_validator_refuses() {
+    let sample: Value = serde_json::from_str(&samples::read("message-default.json")).expect("JSON");
+    let replacements = [
+        json!(null),
+        json!(0),
+        json!(-1),
+        json!(10),
+        json!(3.5),
+        json!(-0.0),
+        json!(1e300),
+        json!(true),
+        json!(""),
+        json!("x"),
+        json!("base64"),
+        json!("utf-8"),
+        json!("UTF-8"),
+        json!("2026-13-01T00:00:00"),
+        json!("2026-11-29T10:00:00.000000+00:00"),
+        json!([]),
+        json!([1, 2]),
+        json!([null, 2.5]),
+        json!(["a", "b"]),
+        json!({}),
+        json!({"exchange": "", "routing_key": "q"}),
+        body_of("[[], {}, null]"),
+        body_of("[[], {}]"),
+        body_of("[{}, {}, {}]"),
+        body_of("[[], {}, []]"),
+        json!("[[], {}, {}]"),
+    ];
+    let mut pointers = Vec::new();
+    collect_pointers(&sample, String::new(), &mut pointers);
+    let (mut accepted, mut refused) = (0, 0);
+    let mut check = |doc: &Value, case: &str| {
+        let bytes = serde_json::to_vec(doc).expect("serializes");
+        if fast::accepts(&bytes) {
+            accepted += 1;
+            validate_document(&bytes).unwrap_or_else(|e| panic!("{case}: accepted in one pass, refused in full: {e}"));
+        } else {
+            refused += 1;
+        }
+    };
+    for pointer in &pointers {
+        for new in &replacements {
+            let mut doc = sample.clone();
+            *doc.pointer_mut(pointer).expect("pointer") = new.clone();
+            check(&doc, &format!("{pointer} = {new}"));
+        }
+        let (parent, key) = pointer.rsplit_once('/').expect("a parent");
+        let mut doc = sample.clone();
+        doc.pointer_mut(parent).and_then(Value::as_object_mut).expect("object").remove(key);
+        check(&doc, &format!("{pointer} removed"));
+    }
+    for (name, doc) in [("a list", json!([1, 2])), ("a string", json!("x")), ("null", json!(null))] {
+        check(&doc, name);
+    }
+    assert!(accepted > 100 && refused > 100, "accepted {accepted}, refused {refused}");
+}
+
+fn collect_pointers(value: &Value, at: String, out: &mut Vec<String>) {
+    if let Value::Object(members) = value {
+        for (key, member) in members {
+            let pointer = format!("{at}/{key}");
+            out.push(pointer.clone());
+            collect_pointers(member, pointer, out);
+        }
+    }
+}
