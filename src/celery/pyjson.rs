@@ -106,24 +106,41 @@ fn write_value(out: &mut String, value: &Value) {
 /// UTF-16 surrogate pairs above the BMP) or their short escapes.
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            ' '..='~' => out.push(c),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
+    // Runs of characters that stay as they are are copied whole.
+    let mut plain_from = 0;
+    let mut at = 0;
+    let bytes = s.as_bytes();
+    while at < bytes.len() {
+        let escape = match bytes[at] {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b' '..=b'~' => {
+                at += 1;
+                continue;
             }
+            _ => "",
+        };
+        out.push_str(&s[plain_from..at]);
+        if escape.is_empty() {
+            // A control character, DEL or a non-ASCII character: `at` is on a boundary.
+            let c = s[at..].chars().next().unwrap_or_default();
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+            at += c.len_utf8();
+        } else {
+            out.push_str(escape);
+            at += 1;
         }
+        plain_from = at;
     }
+    out.push_str(&s[plain_from..]);
     out.push('"');
 }
 
