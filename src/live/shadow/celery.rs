@@ -233,15 +233,38 @@ impl CeleryShadow {
 /// Fills `{eval_id}`, `{code}` and `{language}` in every string of a template value.
 pub fn fill_template(template: &Value, job: &Job, code: &str) -> Value {
     match template {
-        Value::String(text) => Value::String(
-            text.replace("{eval_id}", &job.eval_id).replace("{language}", &job.language).replace("{code}", code),
-        ),
+        Value::String(text) => Value::String(fill_text(text, job, code)),
         Value::Array(items) => Value::Array(items.iter().map(|v| fill_template(v, job, code)).collect()),
         Value::Object(map) => {
             Value::Object(map.iter().map(|(k, v)| (k.clone(), fill_template(v, job, code))).collect())
         }
         other => other.clone(),
     }
+}
+
+/// One template string filled in a single pass: a placeholder that appears in a filled-in
+/// value (an eval_id or code containing `{code}`) stays as it is.
+fn fill_text(text: &str, job: &Job, code: &str) -> String {
+    let mut out = String::with_capacity(text.len() + code.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let tail = &rest[open..];
+        let placeholders =
+            [("{eval_id}", job.eval_id.as_str()), ("{language}", job.language.as_str()), ("{code}", code)];
+        match placeholders.iter().find(|(name, _)| tail.starts_with(name)) {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &tail[name.len()..];
+            }
+            None => {
+                out.push('{');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Samples the queue depth every second: pauses mirroring above the limit or while Redis
@@ -293,11 +316,28 @@ mod tests {
             body: bytes::Bytes::from_static(br#"{"code": "print('{x}')"}"#),
             received_at: Instant::now(),
         };
-        let template = json!(["{eval_id}", "{code}", {"lang": "{language}", "shadow": true}, 3]);
+        let template = json!(["{eval_id}", "{code}", {"lang": "{language}", "shadow": true}, 3, "{ {code}{"]);
         let code = job.code().expect("code");
         assert_eq!(
             fill_template(&template, &job, &code),
-            json!(["e-1", "print('{x}')", {"lang": "python", "shadow": true}, 3])
+            json!(["e-1", "print('{x}')", {"lang": "python", "shadow": true}, 3, "{ print('{x}'){"])
         );
+    }
+
+    #[test]
+    fn placeholders_inside_filled_in_values_stay_as_they_are() {
+        let job = Job {
+            eval_id: "{code}".into(),
+            language: "{eval_id}".into(),
+            code_pointer: vec!["code".into()],
+            method: hyper::Method::POST,
+            path: "/evaluations".into(),
+            headers: hyper::HeaderMap::new(),
+            body: bytes::Bytes::from_static(br#"{"code": "print('{language}')"}"#),
+            received_at: Instant::now(),
+        };
+        let code = job.code().expect("code");
+        let template = json!("{eval_id}|{language}|{code}");
+        assert_eq!(fill_template(&template, &job, &code), json!("{code}|{eval_id}|print('{language}')"));
     }
 }
