@@ -11,6 +11,7 @@ pub mod observe;
 pub mod sampling;
 pub mod tap;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,8 +21,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::config::live::{IdSource, LiveConfig, OutcomeMode, Route};
+use crate::fixture::json::{Doc, Kind, Node};
+use crate::fixture::view::EvaluationRef;
 use crate::fixture::{Evaluation, Side, FORMAT_VERSION};
-use crate::judge::pointer;
 use crate::live::http_client::HttpClient;
 use crate::live::outcome::{self, Polled};
 use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
@@ -154,22 +156,25 @@ impl Mirror {
             Captured::Complete(_) | Captured::TooLarge => return Err(NotMirrored::BodyTooLarge),
             Captured::Failed => return Err(NotMirrored::BodyIncomplete),
         };
-        let request: Value = serde_json::from_slice(&body).map_err(|_| NotMirrored::BodyNotJson)?;
+        // Read into a document borrowing from the body: only three strings are needed.
+        let request = Doc::parse(&body).map_err(|_| NotMirrored::BodyNotJson)?;
         let response_bytes = match response_body {
             Captured::Complete(bytes) => bytes,
             _ if route.eval_id_from == IdSource::Response => return Err(NotMirrored::BodyIncomplete),
             _ => Bytes::new(),
         };
         let eval_id = match route.eval_id_from {
-            IdSource::Request => text_at(&request, &route.eval_id),
+            IdSource::Request => text_at(request.root(), &route.eval_id),
             IdSource::Response => {
-                let response: Value = serde_json::from_slice(&response_bytes).map_err(|_| NotMirrored::BodyNotJson)?;
-                text_at(&response, &route.eval_id)
+                let response = Doc::parse(&response_bytes).map_err(|_| NotMirrored::BodyNotJson)?;
+                text_at(response.root(), &route.eval_id)
             }
         }
         .ok_or(NotMirrored::MissingEvalId)?;
-        text_at(&request, &route.code).ok_or(NotMirrored::MissingCode)?;
-        let language = text_at(&request, &route.language).ok_or(NotMirrored::MissingLanguage)?;
+        if !has_text(request.root(), &route.code) {
+            return Err(NotMirrored::MissingCode);
+        }
+        let language = text_at(request.root(), &route.language).ok_or(NotMirrored::MissingLanguage)?;
         drop(request);
 
         if !self.live.sampler.sampled(&eval_id) {
@@ -255,26 +260,43 @@ impl Mirror {
             self.live.unmirror(NotMirrored::MemoryBudget);
             return;
         };
-        let request = job.request();
         let shadow_failed = !matches!(shadow, Side::Ok { .. });
-        let evaluation = Evaluation {
-            v: FORMAT_VERSION,
-            eval_id: job.eval_id,
-            language: job.language,
-            submitted_at: Some(wall_clock_of(job.received_at)),
-            request: Some(request),
-            legacy,
-            shadow,
-            double_run: again.label().map(str::to_owned),
+        let double_run = again.label();
+        // Judged from a view: the request is read from its body straight into the form the
+        // engine compares, and the sides are viewed once. An owned evaluation (the request
+        // as a `Value`, the wall-clock time) is built only for a recording.
+        let null = Value::Null;
+        let request = match Doc::parse(&job.body) {
+            Ok(request) => request,
+            Err(_) => Doc::from_value(&null),
         };
-        drop(job.body);
+        let view = EvaluationRef {
+            v: FORMAT_VERSION,
+            eval_id: Cow::Borrowed(&job.eval_id),
+            language: Cow::Borrowed(&job.language),
+            submitted_at: None,
+            request: Some(request),
+            legacy: legacy.view(),
+            shadow: shadow.view(),
+            double_run: double_run.map(Cow::Borrowed),
+        };
         drop(reservation);
-        let verdict = self.live.judged(&evaluation, retries, again);
+        let verdict = self.live.judged_ref(&view, retries, again);
+        drop(view);
         self.live.breaker.record(shadow_failed, Instant::now());
-        tracing::debug!(eval_id = %evaluation.eval_id, verdict = verdict.kind().as_str(), "judged");
+        tracing::debug!(eval_id = %job.eval_id, verdict = verdict.kind().as_str(), "judged");
         if let Some(recorder) = &self.recorder {
             // Whole by default, so that `drive` can send it again; `[record] redact` opts out.
-            let mut recorded = evaluation;
+            let mut recorded = Evaluation {
+                v: FORMAT_VERSION,
+                submitted_at: Some(wall_clock_of(job.received_at)),
+                request: Some(job.request()),
+                eval_id: job.eval_id,
+                language: job.language,
+                legacy,
+                shadow,
+                double_run: double_run.map(str::to_owned),
+            };
             let redact = self.config.record.as_ref().map_or(&[][..], |settings| &settings.redact[..]);
             if let (Some(request), false) = (&recorded.request, redact.is_empty()) {
                 recorded.request = Some(crate::judge::example::redact(request, redact));
@@ -352,11 +374,20 @@ fn json_bytes(value: &impl serde::Serialize) -> u64 {
     count.0
 }
 
-fn text_at(document: &Value, tokens: &[String]) -> Option<String> {
-    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    match pointer::lookup(document, &tokens)? {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
-        Value::Number(n) => Some(n.to_string()),
+/// The non-empty string or the number at `tokens`, as text.
+fn text_at(document: Node<'_>, tokens: &[String]) -> Option<String> {
+    match document.lookup(tokens)?.kind() {
+        Kind::String(text) if !text.is_empty() => Some(text.to_owned()),
+        Kind::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// Whether [`text_at`] finds something, without copying it.
+fn has_text(document: Node<'_>, tokens: &[String]) -> bool {
+    match document.lookup(tokens).map(Node::kind) {
+        Some(Kind::String(text)) => !text.is_empty(),
+        Some(Kind::Number(_)) => true,
+        _ => false,
     }
 }

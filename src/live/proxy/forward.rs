@@ -79,6 +79,18 @@ impl ForwardError {
     }
 }
 
+/// The client at the other end of a connection, as its requests are forwarded.
+pub(crate) struct Peer {
+    /// Its `X-Forwarded-For` entry, made once per connection.
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub(crate) fn new(address: SocketAddr) -> Peer {
+        Peer { forwarded_for: headers::forwarded_for(address.ip()) }
+    }
+}
+
 /// The request as sent to legacy.
 type LegacyRequest = Request<Tee<ClientBody<Incoming>>>;
 
@@ -113,11 +125,7 @@ impl Forwarder {
     /// A captured request's legacy leg runs on a task of its own: a client that leaves
     /// after sending its whole request does not cancel it, and its exchange is still
     /// delivered with the legacy response.
-    pub(crate) async fn forward(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ProxyBody> {
+    pub(crate) async fn forward(self: Arc<Self>, request: Request<Incoming>, client: &Peer) -> Response<ProxyBody> {
         let received = Instant::now();
         let in_flight = InFlight::start(&self.stats);
         if request.method() == Method::CONNECT {
@@ -228,7 +236,7 @@ impl Forwarder {
         &self,
         mut parts: hyper::http::request::Parts,
         body: Tee<ClientBody<Incoming>>,
-        client: SocketAddr,
+        client: &Peer,
         record: Option<&mut ExchangeRecord>,
     ) -> Result<LegacyRequest, ForwardError> {
         // Host is forwarded as the client sent it. HTTP/2 clients send `:authority`
@@ -248,7 +256,7 @@ impl Forwarder {
             headers::append_to_list(&mut parts.headers, VIA, via.clone());
         }
         if self.legacy.forwarded_headers {
-            headers::add_forwarded(&mut parts.headers, client.ip());
+            headers::add_forwarded(&mut parts.headers, client.forwarded_for.as_ref());
         }
 
         let mut uri = hyper::http::uri::Parts::default();
