@@ -22,10 +22,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::live::{IdSource, LiveConfig, OutcomeMode, Route};
 use crate::fixture::json::{Doc, Kind, Node};
-use crate::fixture::view::EvaluationRef;
+use crate::fixture::view::{EvaluationRef, SideRef};
 use crate::fixture::{Evaluation, Side, FORMAT_VERSION};
 use crate::live::http_client::HttpClient;
-use crate::live::outcome::{self, Polled};
+use crate::live::outcome::{self, HeldSide, Polled, ResponseOutcome};
 use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
 use crate::live::record::Recorder;
 use crate::live::shadow::twice::{self, SecondRun};
@@ -223,11 +223,15 @@ impl Mirror {
     async fn evaluate(&self, accepted: Accepted) {
         let Accepted { job, legacy_status_body, submit_ms, permit, reservation, second } = accepted;
         let legacy = async {
-            let side = self.legacy_side(&job, &legacy_status_body, submit_ms).await;
-            // The legacy outcome is held until the shadow's arrives: it counts too. If it
-            // does not fit, it is dropped now; the shadow still runs to its end (a Celery
-            // task is then cleaned up as usual) and the evaluation is not compared.
-            reservation.grow(json_bytes(&side)).then_some(side)
+            match self.legacy_side(&job, &legacy_status_body, submit_ms).await {
+                // The response body, already counted since the hand-off.
+                held @ HeldSide::Response(_) => Some(held),
+                // Any other legacy outcome is held until the shadow's arrives: it counts
+                // too. If it does not fit, it is dropped now; the shadow still runs to its
+                // end (a Celery task is then cleaned up as usual) and the evaluation is not
+                // compared.
+                HeldSide::Side(side) => reservation.grow(json_bytes(&side)).then_some(HeldSide::Side(side)),
+            }
         };
         let shadow = self.shadow.run(&job, &reservation);
         let again = async {
@@ -240,7 +244,8 @@ impl Mirror {
         drop(permit);
         drop(second);
         let (shadow, retries) = match shadow {
-            ShadowRun::Side { side, retries } => (side, retries),
+            ShadowRun::Side { side, retries } => (HeldSide::Side(side), retries),
+            ShadowRun::Response(response) => (HeldSide::Response(response), 0),
             ShadowRun::Unavailable(reason) => {
                 tracing::debug!(eval_id = %job.eval_id, %reason, "shadow unavailable");
                 self.live.unmirror(NotMirrored::ShadowUnavailable);
@@ -260,7 +265,6 @@ impl Mirror {
             self.live.unmirror(NotMirrored::MemoryBudget);
             return;
         };
-        let shadow_failed = !matches!(shadow, Side::Ok { .. });
         let double_run = again.label();
         // Judged from a view: the request is read from its body straight into the form the
         // engine compares, and the sides are viewed once. An owned evaluation (the request
@@ -270,16 +274,18 @@ impl Mirror {
             Ok(request) => request,
             Err(_) => Doc::from_value(&null),
         };
+        let (mut legacy_error, mut shadow_error) = (None, None);
         let view = EvaluationRef {
             v: FORMAT_VERSION,
             eval_id: Cow::Borrowed(&job.eval_id),
             language: Cow::Borrowed(&job.language),
             submitted_at: None,
             request: Some(request),
-            legacy: legacy.view(),
-            shadow: shadow.view(),
+            legacy: legacy.view(&mut legacy_error),
+            shadow: shadow.view(&mut shadow_error),
             double_run: double_run.map(Cow::Borrowed),
         };
+        let shadow_failed = !matches!(view.shadow, SideRef::Ok { .. });
         drop(reservation);
         let verdict = self.live.judged_ref(&view, retries, again);
         drop(view);
@@ -293,8 +299,8 @@ impl Mirror {
                 request: Some(job.request()),
                 eval_id: job.eval_id,
                 language: job.language,
-                legacy,
-                shadow,
+                legacy: legacy.into_side(),
+                shadow: shadow.into_side(),
                 double_run: double_run.map(str::to_owned),
             };
             let redact = self.config.record.as_ref().map_or(&[][..], |settings| &settings.redact[..]);
@@ -306,13 +312,17 @@ impl Mirror {
     }
 
     /// The legacy side's final outcome, as `[legacy.outcome]` says to obtain it.
-    async fn legacy_side(&self, job: &Job, response: &Bytes, submit_ms: f64) -> Side {
+    async fn legacy_side(&self, job: &Job, response: &Bytes, submit_ms: f64) -> HeldSide {
         let rule = &self.config.legacy_outcome;
         let deadline = job.received_at + rule.deadline;
         let base = self.config.legacy_url.as_deref().unwrap_or_default();
         let polled = match rule.mode {
+            // Unmapped, the document is the body as it came: read it when judged.
+            OutcomeMode::Response if rule.fields.is_empty() => {
+                return HeldSide::Response(ResponseOutcome { submit_ms, body: response.clone(), from: "legacy" });
+            }
             OutcomeMode::Response => {
-                return match serde_json::from_slice::<Value>(response) {
+                return HeldSide::Side(match serde_json::from_slice::<Value>(response) {
                     Ok(document) => {
                         Side::Ok { submit_ms, outcome_ms: submit_ms, outcome: outcome::map_fields(rule, document) }
                     }
@@ -320,7 +330,7 @@ impl Mirror {
                         submit_ms: Some(submit_ms),
                         error: json!({"shadowdiff": format!("legacy response is not JSON: {e}")}),
                     },
-                };
+                });
             }
             OutcomeMode::Poll => {
                 outcome::poll(&self.client, &outcome::result_url(base, rule, &job.eval_id), rule, deadline).await
@@ -338,7 +348,7 @@ impl Mirror {
                 }
             }
         };
-        match polled {
+        HeldSide::Side(match polled {
             Polled::Final(document, at) => {
                 Side::Ok { submit_ms, outcome_ms: ms_between(job.received_at, at), outcome: document }
             }
@@ -347,7 +357,7 @@ impl Mirror {
                 waited_ms: ms_between(job.received_at, Instant::now()),
                 last_state: Some(last_state),
             },
-        }
+        })
     }
 }
 

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::fixture::Side;
 use crate::judge::pointer;
 use crate::live::mirror::budget::Reservation;
+use crate::live::outcome::ResponseOutcome;
 use crate::live::state::NotMirrored;
 
 /// One evaluation to mirror: the client's request as sent, and what was read from it.
@@ -79,6 +80,8 @@ pub enum ShadowRun {
         /// Celery `RETRY` states seen.
         retries: u32,
     },
+    /// A final outcome that came in the shadow's response, to be read when judged.
+    Response(ResponseOutcome),
     /// The shadow could not take the job at all (its transport is down): not mirrored.
     Unavailable(String),
     /// The job went to the shadow (or would have) but cannot be compared, for this
