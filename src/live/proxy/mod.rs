@@ -108,7 +108,6 @@ impl ProxyConfig {
             None => None,
         };
         Ok(LegacyTarget {
-            scheme: Scheme::HTTP,
             authority,
             timeout: self.legacy_timeout,
             via,
@@ -120,7 +119,6 @@ impl ProxyConfig {
 
 /// A validated [`ProxyConfig`], in the types the hot path needs.
 struct LegacyTarget {
-    scheme: Scheme,
     authority: Authority,
     timeout: Duration,
     via: Option<HeaderValue>,

@@ -97,6 +97,8 @@ impl ShadowRun {
 }
 
 /// The configured shadow.
+// One per process, behind an `Arc`: the size of its larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Shadow {
     /// A second HTTP upstream.
     Http(http::HttpShadow),
