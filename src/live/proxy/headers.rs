@@ -50,12 +50,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if present[0] {
+        // Only the listed fields the message has; most lists hold nothing but
+        // `keep-alive` or `close`, and `Keep-Alive` goes below anyway.
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|token| headers.keys().any(|name| name.as_str().eq_ignore_ascii_case(token)))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
