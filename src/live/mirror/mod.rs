@@ -333,7 +333,9 @@ impl Mirror {
                 });
             }
             OutcomeMode::Poll => {
-                outcome::poll(&self.client, &outcome::result_url(base, rule, &job.eval_id), rule, deadline).await
+                // Boxed, as the shadow's run: polling is not every evaluation's way.
+                let url = outcome::result_url(base, rule, &job.eval_id);
+                Box::pin(outcome::poll(&self.client, &url, rule, deadline)).await
             }
             OutcomeMode::Observe => {
                 let mut observation = self.observers.register(&job.eval_id);
@@ -343,7 +345,7 @@ impl Mirror {
                         drop(observation);
                         // None seen in time: ask the legacy system once more, for as long again.
                         let url = outcome::result_url(base, rule, &job.eval_id);
-                        outcome::poll(&self.client, &url, rule, Instant::now() + rule.deadline).await
+                        Box::pin(outcome::poll(&self.client, &url, rule, Instant::now() + rule.deadline)).await
                     }
                 }
             }

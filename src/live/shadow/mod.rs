@@ -110,9 +110,12 @@ impl Shadow {
     /// Runs one job to its final shadow outcome (or error, or loss). What the shadow
     /// holds beyond the job (a Celery message) is added to `reservation`.
     pub async fn run(&self, job: &Job, reservation: &Reservation) -> ShadowRun {
+        // Each kind's future is boxed: inline, every evaluation's future (and its second
+        // run's) would be as large as the larger kind's, and the whole of it is copied when
+        // the evaluation is spawned.
         match self {
-            Shadow::Http(shadow) => shadow.run(job).await,
-            Shadow::Celery(shadow) => shadow.run(job, reservation).await,
+            Shadow::Http(shadow) => Box::pin(shadow.run(job)).await,
+            Shadow::Celery(shadow) => Box::pin(shadow.run(job, reservation)).await,
         }
     }
 
