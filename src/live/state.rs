@@ -243,6 +243,19 @@ impl Live {
     /// [`Live::judged`] for a borrowed evaluation, viewed once to judge, learn and count.
     pub fn judged_ref(&self, evaluation: &EvaluationRef<'_>, shadow_retries: u32, second: SecondRun) -> Verdict {
         let verdict = self.engine.judge_ref(evaluation);
+        self.count_judged(evaluation, verdict, shadow_retries, second)
+    }
+
+    /// [`Live::judged_ref`] for an evaluation the engine has judged already: `verdict` is
+    /// what [`Engine::judge_ref`] said of it (judging never reads the request, so the
+    /// request may have been added to the view since, for a mismatch's example).
+    pub fn count_judged(
+        &self,
+        evaluation: &EvaluationRef<'_>,
+        verdict: Verdict,
+        shadow_retries: u32,
+        second: SecondRun,
+    ) -> Verdict {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut inner = self.lock();
         self.engine.learn_ref(&mut inner.stats, evaluation, &second);

@@ -24,6 +24,7 @@ use crate::config::live::{IdSource, LiveConfig, OutcomeMode, Route};
 use crate::fixture::json::{Doc, Kind, Node};
 use crate::fixture::view::{EvaluationRef, SideRef};
 use crate::fixture::{Evaluation, Side, FORMAT_VERSION};
+use crate::judge::verdict::Verdict;
 use crate::live::http_client::HttpClient;
 use crate::live::outcome::{self, HeldSide, Polled, ResponseOutcome};
 use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
@@ -266,28 +267,29 @@ impl Mirror {
             return;
         };
         let double_run = again.label();
-        // Judged from a view: the request is read from its body straight into the form the
-        // engine compares, and the sides are viewed once. An owned evaluation (the request
-        // as a `Value`, the wall-clock time) is built only for a recording.
-        let null = Value::Null;
-        let request = match Doc::parse(&job.body) {
-            Ok(request) => request,
-            Err(_) => Doc::from_value(&null),
-        };
+        // Judged from a view, the sides viewed once. Judging never reads the request, and
+        // counting reads it only for a mismatch's example: it is read from its body, into
+        // the form the engine keeps, only then. An owned evaluation (the request as a
+        // `Value`, the wall-clock time) is built only for a recording.
         let (mut legacy_error, mut shadow_error) = (None, None);
-        let view = EvaluationRef {
+        let mut view = EvaluationRef {
             v: FORMAT_VERSION,
             eval_id: Cow::Borrowed(&job.eval_id),
             language: Cow::Borrowed(&job.language),
             submitted_at: None,
-            request: Some(request),
+            request: None,
             legacy: legacy.view(&mut legacy_error),
             shadow: shadow.view(&mut shadow_error),
             double_run: double_run.map(Cow::Borrowed),
         };
+        let verdict = self.live.engine().judge_ref(&view);
+        let null = Value::Null;
+        if matches!(verdict, Verdict::Mismatch(_)) {
+            view.request = Some(Doc::parse(&job.body).unwrap_or_else(|_| Doc::from_value(&null)));
+        }
         let shadow_failed = !matches!(view.shadow, SideRef::Ok { .. });
         drop(reservation);
-        let verdict = self.live.judged_ref(&view, retries, again);
+        let verdict = self.live.count_judged(&view, verdict, retries, again);
         drop(view);
         self.live.breaker.record(shadow_failed, Instant::now());
         tracing::debug!(eval_id = %job.eval_id, verdict = verdict.kind().as_str(), "judged");
