@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::fixture::json::Doc;
-use crate::fixture::view::EvaluationRef;
+use crate::fixture::view::{EvaluationRef, SideRef};
 use crate::fixture::Evaluation;
-use crate::fixture::Side;
 use crate::judge::noise::{self, SecondRun};
 use crate::judge::readiness::{self, Readiness};
 use crate::judge::stats::Stats;
@@ -58,11 +57,16 @@ impl Engine {
     /// under the `[compare]` rules, teach `stats` which places differ by themselves. Call
     /// it before the evaluation is counted, so that its own run is part of what judges it.
     pub fn learn(&self, stats: &mut Stats, evaluation: &Evaluation, second: &SecondRun) {
+        self.learn_ref(stats, &evaluation.view(), second);
+    }
+
+    /// [`Engine::learn`] for a borrowed evaluation.
+    pub fn learn_ref(&self, stats: &mut Stats, evaluation: &EvaluationRef<'_>, second: &SecondRun) {
         match (second, &evaluation.shadow) {
             (SecondRun::NotRun, _) => {}
-            (SecondRun::Outcome(again), Side::Ok { outcome, .. }) => {
-                let (first, again) = (Doc::from_value(outcome), Doc::from_value(again));
-                stats.noise.observe(&self.config.rules, &evaluation.eval_id, first.root(), again.root());
+            (SecondRun::Outcome(again), SideRef::Ok { outcome, .. }) => {
+                let again = Doc::from_value(again);
+                stats.noise.observe(&self.config.rules, &evaluation.eval_id, outcome.root(), again.root());
             }
             _ => stats.noise.incomplete += 1,
         }

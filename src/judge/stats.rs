@@ -301,6 +301,18 @@ impl Stats {
         self.count(&evaluation.view(), verdict, rule_names, at);
     }
 
+    /// [`Stats::record_at`] for a borrowed evaluation: the live path views each evaluation
+    /// once, to judge and to count it.
+    pub fn record_ref_at(
+        &mut self,
+        evaluation: &EvaluationRef<'_>,
+        verdict: &Verdict,
+        rule_names: &[String],
+        at: Moment,
+    ) {
+        self.count(evaluation, verdict, rule_names, at);
+    }
+
     /// [`Stats::record`] for a borrowed evaluation (see [`crate::fixture::view`]).
     pub fn record_ref(&mut self, evaluation: &EvaluationRef<'_>, verdict: &Verdict, rule_names: &[String]) {
         self.count(evaluation, verdict, rule_names, Moment::Next);

@@ -1,23 +1,18 @@
 //! A small pooled HTTP/1.1 client for the mirror's own requests: result polls and the HTTP
-//! shadow. (The proxy's forwarding path has its own client, tuned for streaming.)
+//! shadow, whole bodies in and out. Its connections are [`crate::live::pool`]'s, as are
+//! the proxy's forwarding path's (which streams instead).
 
 use std::error::Error as StdError;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::http::uri::{Authority, Scheme};
 use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
+
+use crate::live::pool::{Pool, PoolConfig};
 
 /// Largest response body the mirror reads (an outcome document).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -55,12 +50,29 @@ pub type Response = (StatusCode, Bytes);
 /// A cheap-to-clone pooled client, optionally capped in connections.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<CappedConnector, Full<Bytes>>,
+    inner: Arc<Pools>,
 }
+
+/// One pool per upstream the client has talked to (a result endpoint, a shadow: one or
+/// two), all under one cap.
+#[derive(Debug)]
+struct Pools {
+    config: PoolConfig,
+    /// A std mutex: looked up and cloned out, never held across an `.await`.
+    pools: Mutex<Vec<(Authority, Pool<Full<Bytes>>)>>,
+}
+
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl Default for HttpClient {
     fn default() -> Self {
-        HttpClient { client: Client::builder(TokioExecutor::new()).build(CappedConnector::new(None)) }
+        HttpClient::with_config(PoolConfig {
+            max_idle: usize::MAX,
+            idle_timeout: IDLE_TIMEOUT,
+            tcp_keepalive: None,
+            max_connections: None,
+        })
     }
 }
 
@@ -70,10 +82,16 @@ impl HttpClient {
     /// descriptors, not requests. More requests wait for a connection within their own
     /// timeout.
     pub fn with_max_connections(max: usize) -> HttpClient {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(max)
-            .build(CappedConnector::new(Some(Arc::new(Semaphore::new(max.max(1))))));
-        HttpClient { client }
+        HttpClient::with_config(PoolConfig {
+            max_idle: max,
+            idle_timeout: IDLE_TIMEOUT,
+            tcp_keepalive: None,
+            max_connections: Some(Arc::new(Semaphore::new(max.max(1)))),
+        })
+    }
+
+    fn with_config(config: PoolConfig) -> HttpClient {
+        HttpClient { inner: Arc::new(Pools { config, pools: Mutex::new(Vec::new()) }) }
     }
 
     /// GET a URL.
@@ -94,9 +112,25 @@ impl HttpClient {
         self.request(method, url, headers, body, timeout).await
     }
 
-    /// Sends a request with exactly these headers (hyper adds `Host` and the framing) and
-    /// reads the whole answer. `timeout` covers waiting for a connection slot and the
-    /// response head.
+    /// The pool for `uri`'s upstream (plain `http://` only).
+    fn pool(&self, uri: &Uri, url: &str) -> Result<Pool<Full<Bytes>>, HttpError> {
+        let unreachable = |reason: &str| HttpError::Unreachable { url: url.to_string(), reason: reason.to_string() };
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(unreachable("invalid URL, scheme is not http"));
+        }
+        let authority = uri.authority().ok_or_else(|| unreachable("invalid URL, missing host"))?;
+        let mut pools = self.inner.pools.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, pool)) = pools.iter().find(|(known, _)| known == authority) {
+            return Ok(pool.clone());
+        }
+        let pool = Pool::new(authority, self.inner.config.clone());
+        pools.push((authority.clone(), pool.clone()));
+        Ok(pool)
+    }
+
+    /// Sends a request with exactly these headers (the pool adds `Host`, hyper the
+    /// framing) and reads the whole answer. `timeout` covers waiting for a connection slot
+    /// and the response head.
     pub async fn request(
         &self,
         method: Method,
@@ -111,9 +145,10 @@ impl HttpClient {
             .body(Full::new(body))
             .map_err(|_| HttpError::InvalidUrl(url.to_string()))?;
         *request.headers_mut() = headers;
-        let response = match tokio::time::timeout(timeout, self.client.request(request)).await {
+        let pool = self.pool(request.uri(), url)?;
+        let response = match tokio::time::timeout(timeout, pool.send(request)).await {
             Err(_) => return Err(HttpError::Timeout(url.to_string())),
-            Ok(Err(e)) => return Err(HttpError::Unreachable { url: url.to_string(), reason: e.to_string() }),
+            Ok(Err(e)) => return Err(HttpError::Unreachable { url: url.to_string(), reason: error_chain(&e) }),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -126,90 +161,16 @@ impl HttpClient {
     }
 }
 
-/// An HTTP connector whose connections each hold a semaphore permit for as long as their
-/// socket is open (no semaphore: no cap).
-#[derive(Clone, Debug)]
-pub struct CappedConnector {
-    inner: HttpConnector,
-    permits: Option<Arc<Semaphore>>,
-}
-
-impl CappedConnector {
-    fn new(permits: Option<Arc<Semaphore>>) -> CappedConnector {
-        let mut inner = HttpConnector::new();
-        inner.set_nodelay(true);
-        CappedConnector { inner, permits }
+/// `error: cause: cause`.
+fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
     }
-}
-
-type BoxError = Box<dyn StdError + Send + Sync>;
-
-impl tower_service::Service<Uri> for CappedConnector {
-    type Response = CappedIo;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<CappedIo, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let mut inner = self.inner.clone();
-        let permits = self.permits.clone();
-        Box::pin(async move {
-            let permit = match permits {
-                Some(permits) => Some(permits.acquire_owned().await?),
-                None => None,
-            };
-            let io = inner.call(uri).await?;
-            Ok(CappedIo { io, _permit: permit })
-        })
-    }
-}
-
-/// A connection of a [`CappedConnector`]; its permit goes back when it is dropped.
-#[derive(Debug)]
-pub struct CappedIo {
-    io: TokioIo<TcpStream>,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Connection for CappedIo {
-    fn connected(&self) -> Connected {
-        self.io.connected()
-    }
-}
-
-impl Read for CappedIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl Write for CappedIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
+    text
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters stay as they are).

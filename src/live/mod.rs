@@ -14,6 +14,7 @@
 //! - [`fleet`]: this instance's state in Redis, and reports merged over every instance;
 //! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
 //! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share;
+//! - [`pool`]: keep-alive HTTP/1.1 connections to one upstream, for the proxy and that client;
 //! - [`listener`]: accepting under descriptor pressure, closing silent connections.
 //!
 //! Judging is not done here: every finished evaluation goes to [`crate::judge::engine`],
@@ -29,6 +30,7 @@ pub mod login;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
+pub mod pool;
 pub mod proxy;
 pub mod record;
 pub mod serve;

@@ -3,9 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
 
 use crate::config::live::OutcomeRule;
+use crate::fixture::json::Doc;
+use crate::fixture::view::SideRef;
+use crate::fixture::Side;
 use crate::judge::pointer;
 use crate::live::http_client::{encode_segment, HttpClient};
 
@@ -130,11 +134,76 @@ pub async fn poll(client: &HttpClient, url: &str, rule: &OutcomeRule, deadline: 
     }
 }
 
+/// A final outcome document as an upstream's response carried it (`response` mode with no
+/// field mapping), kept as bytes until it is judged: it is then read once, straight into
+/// the form the engine compares, instead of into a `Value` first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseOutcome {
+    /// How long the submission took, in milliseconds (the outcome came with it).
+    pub submit_ms: f64,
+    /// The response body.
+    pub body: Bytes,
+    /// Which upstream sent it (`legacy`, `shadow`), for the error when it is not JSON.
+    pub from: &'static str,
+}
+
+impl ResponseOutcome {
+    /// The side as a recording holds it: the parsed document, or an error saying why not.
+    pub fn to_side(&self) -> Side {
+        match serde_json::from_slice::<Value>(&self.body) {
+            Ok(document) => Side::Ok { submit_ms: self.submit_ms, outcome_ms: self.submit_ms, outcome: document },
+            Err(e) => self.not_json(&e),
+        }
+    }
+
+    /// The side as the engine judges it; `error` holds the error side when the body is
+    /// not JSON.
+    pub fn view<'a>(&'a self, error: &'a mut Option<Side>) -> SideRef<'a> {
+        match Doc::parse(&self.body) {
+            Ok(outcome) => SideRef::Ok { submit_ms: self.submit_ms, outcome_ms: self.submit_ms, outcome },
+            Err(e) => error.insert(self.not_json(&e)).view(),
+        }
+    }
+
+    fn not_json(&self, e: &serde_json::Error) -> Side {
+        Side::Error {
+            submit_ms: Some(self.submit_ms),
+            error: json!({"shadowdiff": format!("{} response is not JSON: {e}", self.from)}),
+        }
+    }
+}
+
+/// A side waiting to be judged: whole, or as its response body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeldSide {
+    /// Obtained otherwise (polled, observed, mapped, failed): already a side.
+    Side(Side),
+    /// Read from a response when judged.
+    Response(ResponseOutcome),
+}
+
+impl HeldSide {
+    /// The side as a recording holds it.
+    pub fn into_side(self) -> Side {
+        match self {
+            HeldSide::Side(side) => side,
+            HeldSide::Response(response) => response.to_side(),
+        }
+    }
+
+    /// The side as the engine judges it (see [`ResponseOutcome::view`]).
+    pub fn view<'a>(&'a self, error: &'a mut Option<Side>) -> SideRef<'a> {
+        match self {
+            HeldSide::Side(side) => side.view(),
+            HeldSide::Response(response) => response.view(error),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::live::OutcomeMode;
-    use serde_json::json;
 
     fn rule(fields: &[(&str, &str)]) -> OutcomeRule {
         let split = |p: &str| p.trim_start_matches('/').split('/').map(String::from).collect::<Vec<_>>();
@@ -164,6 +233,26 @@ mod tests {
         );
         assert_eq!(mapped, json!({"stdout": "1", "meta": {"code": 0}}));
         assert_eq!(map_fields(&rule(&[]), json!({"a": 1})), json!({"a": 1}));
+    }
+
+    #[test]
+    fn a_response_outcome_is_judged_and_recorded_as_its_parsed_side() {
+        let ok =
+            ResponseOutcome { submit_ms: 2.5, body: Bytes::from_static(br#"{"b":1,"a":"x","b":2}"#), from: "shadow" };
+        let parsed = Side::Ok { submit_ms: 2.5, outcome_ms: 2.5, outcome: json!({"a": "x", "b": 2}) };
+        assert_eq!(ok.to_side(), parsed);
+        let mut error = None;
+        assert_eq!(ok.view(&mut error).to_owned_side(), parsed);
+        assert_eq!(error, None);
+
+        let bad = ResponseOutcome { submit_ms: 1.0, body: Bytes::from_static(b"<html>"), from: "legacy" };
+        let expected = Side::Error {
+            submit_ms: Some(1.0),
+            error: json!({"shadowdiff": "legacy response is not JSON: expected value at line 1 column 1"}),
+        };
+        assert_eq!(bad.to_side(), expected);
+        let mut error = None;
+        assert_eq!(HeldSide::Response(bad).view(&mut error).to_owned_side(), expected);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fixture::view::EvaluationRef;
 use crate::fixture::Evaluation;
 use crate::judge::engine::Engine;
 use crate::judge::histogram::Latency;
@@ -241,12 +242,30 @@ impl Live {
     /// is learned from first, so the evaluation's own run counts toward the noise it may
     /// be judged by; it is counted nowhere else.
     pub fn judged(&self, evaluation: &Evaluation, shadow_retries: u32, second: SecondRun) -> Verdict {
-        let verdict = self.engine.judge(evaluation);
+        self.judged_ref(&evaluation.view(), shadow_retries, second)
+    }
+
+    /// [`Live::judged`] for a borrowed evaluation, viewed once to judge, learn and count.
+    pub fn judged_ref(&self, evaluation: &EvaluationRef<'_>, shadow_retries: u32, second: SecondRun) -> Verdict {
+        let verdict = self.engine.judge_ref(evaluation);
+        self.count_judged(evaluation, verdict, shadow_retries, second)
+    }
+
+    /// [`Live::judged_ref`] for an evaluation the engine has judged already: `verdict` is
+    /// what [`Engine::judge_ref`] said of it (judging never reads the request, so the
+    /// request may have been added to the view since, for a mismatch's example).
+    pub fn count_judged(
+        &self,
+        evaluation: &EvaluationRef<'_>,
+        verdict: Verdict,
+        shadow_retries: u32,
+        second: SecondRun,
+    ) -> Verdict {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut inner = self.lock();
-        self.engine.learn(&mut inner.stats, evaluation, &second);
+        self.engine.learn_ref(&mut inner.stats, evaluation, &second);
         let verdict = inner.stats.noise.reclassify(verdict);
-        inner.stats.record_at(evaluation, &verdict, self.engine.rule_names(), Moment::Unix(now));
+        inner.stats.record_ref_at(evaluation, &verdict, self.engine.rule_names(), Moment::Unix(now));
         inner.accounting.pending = inner.accounting.pending.saturating_sub(1);
         inner.accounting.judged += 1;
         inner.accounting.shadow_retries += u64::from(shadow_retries);

@@ -353,6 +353,7 @@ async fn evaluate(context: &Context, planned: Planned, jobs: Jobs, driven_id: St
     context.counters.done.fetch_add(1, Ordering::Relaxed);
     let (side, retries) = match run {
         ShadowRun::Side { side, retries } => (side, retries),
+        ShadowRun::Response(response) => (response.to_side(), 0),
         ShadowRun::Unavailable(reason) => {
             tracing::debug!(eval_id = %driven_id, %reason, "target unavailable");
             live.unmirror(NotMirrored::ShadowUnavailable);

@@ -11,6 +11,7 @@ pub mod observe;
 pub mod sampling;
 pub mod tap;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,10 +21,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::config::live::{IdSource, LiveConfig, OutcomeMode, Route};
+use crate::fixture::json::{Doc, Kind, Node};
+use crate::fixture::view::{EvaluationRef, SideRef};
 use crate::fixture::{Evaluation, Side, FORMAT_VERSION};
-use crate::judge::pointer;
+use crate::judge::verdict::Verdict;
 use crate::live::http_client::HttpClient;
-use crate::live::outcome::{self, Polled};
+use crate::live::outcome::{self, HeldSide, Polled, ResponseOutcome};
 use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
 use crate::live::record::Recorder;
 use crate::live::shadow::twice::{self, SecondRun};
@@ -154,22 +157,25 @@ impl Mirror {
             Captured::Complete(_) | Captured::TooLarge => return Err(NotMirrored::BodyTooLarge),
             Captured::Failed => return Err(NotMirrored::BodyIncomplete),
         };
-        let request: Value = serde_json::from_slice(&body).map_err(|_| NotMirrored::BodyNotJson)?;
+        // Read into a document borrowing from the body: only three strings are needed.
+        let request = Doc::parse(&body).map_err(|_| NotMirrored::BodyNotJson)?;
         let response_bytes = match response_body {
             Captured::Complete(bytes) => bytes,
             _ if route.eval_id_from == IdSource::Response => return Err(NotMirrored::BodyIncomplete),
             _ => Bytes::new(),
         };
         let eval_id = match route.eval_id_from {
-            IdSource::Request => text_at(&request, &route.eval_id),
+            IdSource::Request => text_at(request.root(), &route.eval_id),
             IdSource::Response => {
-                let response: Value = serde_json::from_slice(&response_bytes).map_err(|_| NotMirrored::BodyNotJson)?;
-                text_at(&response, &route.eval_id)
+                let response = Doc::parse(&response_bytes).map_err(|_| NotMirrored::BodyNotJson)?;
+                text_at(response.root(), &route.eval_id)
             }
         }
         .ok_or(NotMirrored::MissingEvalId)?;
-        text_at(&request, &route.code).ok_or(NotMirrored::MissingCode)?;
-        let language = text_at(&request, &route.language).ok_or(NotMirrored::MissingLanguage)?;
+        if !has_text(request.root(), &route.code) {
+            return Err(NotMirrored::MissingCode);
+        }
+        let language = text_at(request.root(), &route.language).ok_or(NotMirrored::MissingLanguage)?;
         drop(request);
 
         if !self.live.sampler.sampled(&eval_id) {
@@ -218,11 +224,15 @@ impl Mirror {
     async fn evaluate(&self, accepted: Accepted) {
         let Accepted { job, legacy_status_body, submit_ms, permit, reservation, second } = accepted;
         let legacy = async {
-            let side = self.legacy_side(&job, &legacy_status_body, submit_ms).await;
-            // The legacy outcome is held until the shadow's arrives: it counts too. If it
-            // does not fit, it is dropped now; the shadow still runs to its end (a Celery
-            // task is then cleaned up as usual) and the evaluation is not compared.
-            reservation.grow(json_bytes(&side)).then_some(side)
+            match self.legacy_side(&job, &legacy_status_body, submit_ms).await {
+                // The response body, already counted since the hand-off.
+                held @ HeldSide::Response(_) => Some(held),
+                // Any other legacy outcome is held until the shadow's arrives: it counts
+                // too. If it does not fit, it is dropped now; the shadow still runs to its
+                // end (a Celery task is then cleaned up as usual) and the evaluation is not
+                // compared.
+                HeldSide::Side(side) => reservation.grow(json_bytes(&side)).then_some(HeldSide::Side(side)),
+            }
         };
         let shadow = self.shadow.run(&job, &reservation);
         let again = async {
@@ -235,7 +245,8 @@ impl Mirror {
         drop(permit);
         drop(second);
         let (shadow, retries) = match shadow {
-            ShadowRun::Side { side, retries } => (side, retries),
+            ShadowRun::Side { side, retries } => (HeldSide::Side(side), retries),
+            ShadowRun::Response(response) => (HeldSide::Response(response), 0),
             ShadowRun::Unavailable(reason) => {
                 tracing::debug!(eval_id = %job.eval_id, %reason, "shadow unavailable");
                 self.live.unmirror(NotMirrored::ShadowUnavailable);
@@ -255,26 +266,45 @@ impl Mirror {
             self.live.unmirror(NotMirrored::MemoryBudget);
             return;
         };
-        let request = job.request();
-        let shadow_failed = !matches!(shadow, Side::Ok { .. });
-        let evaluation = Evaluation {
+        let double_run = again.label();
+        // Judged from a view, the sides viewed once. Judging never reads the request, and
+        // counting reads it only for a mismatch's example: it is read from its body, into
+        // the form the engine keeps, only then. An owned evaluation (the request as a
+        // `Value`, the wall-clock time) is built only for a recording.
+        let (mut legacy_error, mut shadow_error) = (None, None);
+        let mut view = EvaluationRef {
             v: FORMAT_VERSION,
-            eval_id: job.eval_id,
-            language: job.language,
-            submitted_at: Some(wall_clock_of(job.received_at)),
-            request: Some(request),
-            legacy,
-            shadow,
-            double_run: again.label().map(str::to_owned),
+            eval_id: Cow::Borrowed(&job.eval_id),
+            language: Cow::Borrowed(&job.language),
+            submitted_at: None,
+            request: None,
+            legacy: legacy.view(&mut legacy_error),
+            shadow: shadow.view(&mut shadow_error),
+            double_run: double_run.map(Cow::Borrowed),
         };
-        drop(job.body);
+        let verdict = self.live.engine().judge_ref(&view);
+        let null = Value::Null;
+        if matches!(verdict, Verdict::Mismatch(_)) {
+            view.request = Some(Doc::parse(&job.body).unwrap_or_else(|_| Doc::from_value(&null)));
+        }
+        let shadow_failed = !matches!(view.shadow, SideRef::Ok { .. });
         drop(reservation);
-        let verdict = self.live.judged(&evaluation, retries, again);
+        let verdict = self.live.count_judged(&view, verdict, retries, again);
+        drop(view);
         self.live.breaker.record(shadow_failed, Instant::now());
-        tracing::debug!(eval_id = %evaluation.eval_id, verdict = verdict.kind().as_str(), "judged");
+        tracing::debug!(eval_id = %job.eval_id, verdict = verdict.kind().as_str(), "judged");
         if let Some(recorder) = &self.recorder {
             // Whole by default, so that `drive` can send it again; `[record] redact` opts out.
-            let mut recorded = evaluation;
+            let mut recorded = Evaluation {
+                v: FORMAT_VERSION,
+                submitted_at: Some(wall_clock_of(job.received_at)),
+                request: Some(job.request()),
+                eval_id: job.eval_id,
+                language: job.language,
+                legacy: legacy.into_side(),
+                shadow: shadow.into_side(),
+                double_run: double_run.map(str::to_owned),
+            };
             let redact = self.config.record.as_ref().map_or(&[][..], |settings| &settings.redact[..]);
             if let (Some(request), false) = (&recorded.request, redact.is_empty()) {
                 recorded.request = Some(crate::judge::example::redact(request, redact));
@@ -284,13 +314,17 @@ impl Mirror {
     }
 
     /// The legacy side's final outcome, as `[legacy.outcome]` says to obtain it.
-    async fn legacy_side(&self, job: &Job, response: &Bytes, submit_ms: f64) -> Side {
+    async fn legacy_side(&self, job: &Job, response: &Bytes, submit_ms: f64) -> HeldSide {
         let rule = &self.config.legacy_outcome;
         let deadline = job.received_at + rule.deadline;
         let base = self.config.legacy_url.as_deref().unwrap_or_default();
         let polled = match rule.mode {
+            // Unmapped, the document is the body as it came: read it when judged.
+            OutcomeMode::Response if rule.fields.is_empty() => {
+                return HeldSide::Response(ResponseOutcome { submit_ms, body: response.clone(), from: "legacy" });
+            }
             OutcomeMode::Response => {
-                return match serde_json::from_slice::<Value>(response) {
+                return HeldSide::Side(match serde_json::from_slice::<Value>(response) {
                     Ok(document) => {
                         Side::Ok { submit_ms, outcome_ms: submit_ms, outcome: outcome::map_fields(rule, document) }
                     }
@@ -298,10 +332,12 @@ impl Mirror {
                         submit_ms: Some(submit_ms),
                         error: json!({"shadowdiff": format!("legacy response is not JSON: {e}")}),
                     },
-                };
+                });
             }
             OutcomeMode::Poll => {
-                outcome::poll(&self.client, &outcome::result_url(base, rule, &job.eval_id), rule, deadline).await
+                // Boxed, as the shadow's run: polling is not every evaluation's way.
+                let url = outcome::result_url(base, rule, &job.eval_id);
+                Box::pin(outcome::poll(&self.client, &url, rule, deadline)).await
             }
             OutcomeMode::Observe => {
                 let mut observation = self.observers.register(&job.eval_id);
@@ -311,12 +347,12 @@ impl Mirror {
                         drop(observation);
                         // None seen in time: ask the legacy system once more, for as long again.
                         let url = outcome::result_url(base, rule, &job.eval_id);
-                        outcome::poll(&self.client, &url, rule, Instant::now() + rule.deadline).await
+                        Box::pin(outcome::poll(&self.client, &url, rule, Instant::now() + rule.deadline)).await
                     }
                 }
             }
         };
-        match polled {
+        HeldSide::Side(match polled {
             Polled::Final(document, at) => {
                 Side::Ok { submit_ms, outcome_ms: ms_between(job.received_at, at), outcome: document }
             }
@@ -325,7 +361,7 @@ impl Mirror {
                 waited_ms: ms_between(job.received_at, Instant::now()),
                 last_state: Some(last_state),
             },
-        }
+        })
     }
 }
 
@@ -352,11 +388,20 @@ fn json_bytes(value: &impl serde::Serialize) -> u64 {
     count.0
 }
 
-fn text_at(document: &Value, tokens: &[String]) -> Option<String> {
-    let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    match pointer::lookup(document, &tokens)? {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
-        Value::Number(n) => Some(n.to_string()),
+/// The non-empty string or the number at `tokens`, as text.
+fn text_at(document: Node<'_>, tokens: &[String]) -> Option<String> {
+    match document.lookup(tokens)?.kind() {
+        Kind::String(text) if !text.is_empty() => Some(text.to_owned()),
+        Kind::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+/// Whether [`text_at`] finds something, without copying it.
+fn has_text(document: Node<'_>, tokens: &[String]) -> bool {
+    match document.lookup(tokens).map(Node::kind) {
+        Some(Kind::String(text)) => !text.is_empty(),
+        Some(Kind::Number(_)) => true,
+        _ => false,
     }
 }

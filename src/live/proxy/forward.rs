@@ -15,9 +15,6 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, VIA};
 use hyper::http::uri::{InvalidUriParts, PathAndQuery};
 use hyper::http::Extensions;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -28,6 +25,7 @@ use super::stats::{InFlight, ProxyStats};
 use super::tap::{LegacyOutcome, Tap};
 use super::LegacyTarget;
 use crate::live::listener::Busy;
+use crate::live::pool::{Pool, PoolConfig, PooledBody};
 
 /// How long an idle pooled connection to the legacy upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -79,32 +77,51 @@ impl ForwardError {
     }
 }
 
+/// The client at the other end of a connection, as its requests are forwarded.
+pub(crate) struct Peer {
+    /// Its `X-Forwarded-For` entry, made once per connection.
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub(crate) fn new(address: SocketAddr) -> Peer {
+        Peer { forwarded_for: headers::forwarded_for(address.ip()) }
+    }
+}
+
+/// The body of the request as sent to legacy.
+type RequestBody = Tee<ClientBody<Incoming>>;
+
 /// The request as sent to legacy.
-type LegacyRequest = Request<Tee<ClientBody<Incoming>>>;
+type LegacyRequest = Request<RequestBody>;
+
+/// The legacy response body, its connection going back to the pool at its end.
+type LegacyBody = PooledBody<RequestBody>;
 
 /// What the legacy leg of a request came to: the response (its body teed when captured).
-type LegacyResult = Result<Response<Tee<Incoming>>, ForwardError>;
+type LegacyResult = Result<Response<Tee<LegacyBody>>, ForwardError>;
 
 /// Per-listener forwarding state, shared by every connection.
 pub(crate) struct Forwarder {
-    client: Client<HttpConnector, Tee<ClientBody<Incoming>>>,
+    pool: Pool<RequestBody>,
     legacy: LegacyTarget,
     tap: Arc<dyn Tap>,
     stats: Arc<ProxyStats>,
 }
 
 impl Forwarder {
-    /// Builds the pooled keep-alive HTTP/1.1 client to the legacy upstream.
+    /// Builds the pool of keep-alive HTTP/1.1 connections to the legacy upstream.
     pub(crate) fn new(legacy: LegacyTarget, tap: Arc<dyn Tap>, stats: Arc<ProxyStats>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(POOL_IDLE_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .build(connector);
-        Self { client, legacy, tap, stats }
+        let pool = Pool::new(
+            &legacy.authority,
+            PoolConfig {
+                max_idle: POOL_MAX_IDLE,
+                idle_timeout: POOL_IDLE_TIMEOUT,
+                tcp_keepalive: Some(POOL_IDLE_TIMEOUT),
+                max_connections: None,
+            },
+        );
+        Self { pool, legacy, tap, stats }
     }
 
     /// Forwards one client request and returns the response to send back. Never fails:
@@ -113,11 +130,7 @@ impl Forwarder {
     /// A captured request's legacy leg runs on a task of its own: a client that leaves
     /// after sending its whole request does not cancel it, and its exchange is still
     /// delivered with the legacy response.
-    pub(crate) async fn forward(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ProxyBody> {
+    pub(crate) async fn forward(self: Arc<Self>, request: Request<Incoming>, client: &Peer) -> Response<ProxyBody> {
         let received = Instant::now();
         let in_flight = InFlight::start(&self.stats);
         if request.method() == Method::CONNECT {
@@ -203,8 +216,8 @@ impl Forwarder {
 
     /// Sends to the legacy upstream and waits, within the timeout, for the response head.
     /// A failure is blamed on the client when its body broke or had not ended.
-    async fn send(&self, request: LegacyRequest, body: &BodyState) -> Result<Response<Incoming>, ForwardError> {
-        let error = match tokio::time::timeout(self.legacy.timeout, self.client.request(request)).await {
+    async fn send(&self, request: LegacyRequest, body: &BodyState) -> Result<Response<LegacyBody>, ForwardError> {
+        let error = match tokio::time::timeout(self.legacy.timeout, self.pool.send(request)).await {
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(error)) => match body.fault() {
                 Some(fault) => ForwardError::Client(fault),
@@ -228,7 +241,7 @@ impl Forwarder {
         &self,
         mut parts: hyper::http::request::Parts,
         body: Tee<ClientBody<Incoming>>,
-        client: SocketAddr,
+        client: &Peer,
         record: Option<&mut ExchangeRecord>,
     ) -> Result<LegacyRequest, ForwardError> {
         // Host is forwarded as the client sent it. HTTP/2 clients send `:authority`
@@ -248,12 +261,12 @@ impl Forwarder {
             headers::append_to_list(&mut parts.headers, VIA, via.clone());
         }
         if self.legacy.forwarded_headers {
-            headers::add_forwarded(&mut parts.headers, client.ip());
+            headers::add_forwarded(&mut parts.headers, client.forwarded_for.as_ref());
         }
 
+        // Origin form: the pool sends to the legacy upstream, with the Host set above (or
+        // the upstream's own when the client sent none).
         let mut uri = hyper::http::uri::Parts::default();
-        uri.scheme = Some(self.legacy.scheme.clone());
-        uri.authority = Some(self.legacy.authority.clone());
         uri.path_and_query =
             Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
         parts.uri = Uri::from_parts(uri)?;
@@ -266,10 +279,10 @@ impl Forwarder {
     /// The legacy response, cleaned of hop-by-hop fields, streaming through a tee.
     fn relay(
         &self,
-        response: Response<Incoming>,
+        response: Response<LegacyBody>,
         record: Option<ExchangeRecord>,
         submit: Duration,
-    ) -> Response<Tee<Incoming>> {
+    ) -> Response<Tee<LegacyBody>> {
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
         if let Some(via) = &self.legacy.via {
@@ -333,7 +346,7 @@ impl ProxyBody {
 }
 
 enum Kind {
-    Legacy(Tee<Incoming>),
+    Legacy(Tee<LegacyBody>),
     Local(Full<Bytes>),
 }
 

@@ -36,22 +36,39 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes the hop-by-hop fields and every field named in `Connection`.
 ///
-/// Costs nothing beyond a few lookups when the message has no `Connection` field.
+/// Costs one pass over the field names when the message has none of them.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
+    // One pass over the names finds which of the nine are there (most messages carry
+    // none, or only `Connection`): cheaper than nine removals, each hashing its name.
+    let mut present = [false; 9];
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[index] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    if present[0] {
+        // Only the listed fields the message has; most lists hold nothing but
+        // `keep-alive` or `close`, and `Keep-Alive` goes below anyway.
         let listed: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|token| headers.keys().any(|name| name.as_str().eq_ignore_ascii_case(token)))
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (name, present) in HOP_BY_HOP.into_iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
     }
 }
 
@@ -81,12 +98,18 @@ pub fn append_to_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderVa
     }
 }
 
-/// Adds the client address to `X-Forwarded-For` and `X-Forwarded-Proto: http` when the
-/// client did not already name a scheme (a TLS terminator in front knows better).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
-    let ip = client.to_canonical().to_string();
-    if let Ok(value) = HeaderValue::from_str(&ip) {
-        append_to_list(headers, X_FORWARDED_FOR, value);
+/// The client address as an `X-Forwarded-For` entry (IPv4-mapped addresses as IPv4).
+/// A connection computes it once for all its requests.
+pub fn forwarded_for(client: IpAddr) -> Option<HeaderValue> {
+    HeaderValue::from_str(&client.to_canonical().to_string()).ok()
+}
+
+/// Adds the client address (made a header value by [`forwarded_for`]) to
+/// `X-Forwarded-For` and `X-Forwarded-Proto: http` when the client did not already name a
+/// scheme (a TLS terminator in front knows better).
+pub fn add_forwarded(headers: &mut HeaderMap, client: Option<&HeaderValue>) {
+    if let Some(value) = client {
+        append_to_list(headers, X_FORWARDED_FOR, value.clone());
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -169,12 +192,12 @@ mod tests {
     #[test]
     fn forwarded_appends_client_and_keeps_an_existing_proto() {
         let mut headers = map(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https")]);
-        add_forwarded(&mut headers, "::ffff:127.0.0.1".parse().expect("ip"));
+        add_forwarded(&mut headers, forwarded_for("::ffff:127.0.0.1".parse().expect("ip")).as_ref());
         assert_eq!(headers[X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
         assert_eq!(headers[X_FORWARDED_PROTO], "https");
 
         let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, "192.0.2.7".parse().expect("ip"));
+        add_forwarded(&mut fresh, forwarded_for("192.0.2.7".parse().expect("ip")).as_ref());
         assert_eq!(fresh[X_FORWARDED_FOR], "192.0.2.7");
         assert_eq!(fresh[X_FORWARDED_PROTO], "http");
     }

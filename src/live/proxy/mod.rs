@@ -46,7 +46,7 @@ pub use self::client::ClientFault;
 pub use self::stats::{ProxyStats, ProxyStatsSnapshot};
 pub use self::tap::{Captured, Exchange, LegacyOutcome, Tap};
 
-use self::forward::Forwarder;
+use self::forward::{Forwarder, Peer};
 use crate::live::listener::{self, Activity, ConnectionLimits, TimedIo};
 
 /// How the proxy reaches and presents itself to the legacy upstream.
@@ -108,7 +108,6 @@ impl ProxyConfig {
             None => None,
         };
         Ok(LegacyTarget {
-            scheme: Scheme::HTTP,
             authority,
             timeout: self.legacy_timeout,
             via,
@@ -120,7 +119,6 @@ impl ProxyConfig {
 
 /// A validated [`ProxyConfig`], in the types the hot path needs.
 struct LegacyTarget {
-    scheme: Scheme,
     authority: Authority,
     timeout: Duration,
     via: Option<HeaderValue>,
@@ -180,12 +178,14 @@ fn spawn_connection(
     let _ = stream.set_nodelay(true);
     let activity = Activity::new();
     let requests = Arc::clone(&activity);
+    let client = Arc::new(Peer::new(peer));
     let service = service_fn(move |request: Request<Incoming>| {
         let forwarder = Arc::clone(&forwarder);
+        let client = Arc::clone(&client);
         let busy = requests.request(request.version() == hyper::Version::HTTP_2);
         let span = debug_span!("request", method = %request.method(), path = %request.uri().path());
         async move {
-            let response = forwarder.forward(request, peer).instrument(span).await;
+            let response = forwarder.forward(request, &client).instrument(span).await;
             Ok::<_, Infallible>(response.map(|body| body.with_busy(busy)))
         }
     });

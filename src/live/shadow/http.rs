@@ -18,7 +18,7 @@ use super::{ms_between, Job, ShadowRun};
 use crate::config::live::{OutcomeMode, OutcomeRule, ShadowHeaders};
 use crate::fixture::Side;
 use crate::live::http_client::HttpClient;
-use crate::live::outcome::{self, Polled};
+use crate::live::outcome::{self, Polled, ResponseOutcome};
 
 /// Longest error body kept in a recorded side.
 const ERROR_BODY_BYTES: usize = 512;
@@ -93,6 +93,10 @@ impl HttpShadow {
         }
         let deadline = submitted_at + self.rule.deadline;
         match self.rule.mode {
+            // Unmapped, the document is the body as it came: read it when judged.
+            OutcomeMode::Response if self.rule.fields.is_empty() => {
+                ShadowRun::Response(ResponseOutcome { submit_ms, body, from: "shadow" })
+            }
             OutcomeMode::Response => match serde_json::from_slice::<Value>(&body) {
                 Ok(document) => ShadowRun::side(Side::Ok {
                     submit_ms,

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::fixture::Side;
 use crate::judge::pointer;
 use crate::live::mirror::budget::Reservation;
+use crate::live::outcome::ResponseOutcome;
 use crate::live::state::NotMirrored;
 
 /// One evaluation to mirror: the client's request as sent, and what was read from it.
@@ -79,6 +80,8 @@ pub enum ShadowRun {
         /// Celery `RETRY` states seen.
         retries: u32,
     },
+    /// A final outcome that came in the shadow's response, to be read when judged.
+    Response(ResponseOutcome),
     /// The shadow could not take the job at all (its transport is down): not mirrored.
     Unavailable(String),
     /// The job went to the shadow (or would have) but cannot be compared, for this
@@ -94,6 +97,8 @@ impl ShadowRun {
 }
 
 /// The configured shadow.
+// One per process, behind an `Arc`: the size of its larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Shadow {
     /// A second HTTP upstream.
     Http(http::HttpShadow),
@@ -105,9 +110,12 @@ impl Shadow {
     /// Runs one job to its final shadow outcome (or error, or loss). What the shadow
     /// holds beyond the job (a Celery message) is added to `reservation`.
     pub async fn run(&self, job: &Job, reservation: &Reservation) -> ShadowRun {
+        // Each kind's future is boxed: inline, every evaluation's future (and its second
+        // run's) would be as large as the larger kind's, and the whole of it is copied when
+        // the evaluation is spawned.
         match self {
-            Shadow::Http(shadow) => shadow.run(job).await,
-            Shadow::Celery(shadow) => shadow.run(job, reservation).await,
+            Shadow::Http(shadow) => Box::pin(shadow.run(job)).await,
+            Shadow::Celery(shadow) => Box::pin(shadow.run(job, reservation)).await,
         }
     }
 

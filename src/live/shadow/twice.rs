@@ -48,6 +48,10 @@ pub fn second_run(first: &Job, second: &Job, run: ShadowRun) -> SecondRun {
         ShadowRun::Side { side: Side::Ok { outcome, .. }, .. } => {
             SecondRun::Outcome(restore_id(outcome, &second.eval_id, &first.eval_id))
         }
+        ShadowRun::Response(response) => match response.to_side() {
+            Side::Ok { outcome, .. } => SecondRun::Outcome(restore_id(outcome, &second.eval_id, &first.eval_id)),
+            _ => SecondRun::Incomplete,
+        },
         _ => SecondRun::Incomplete,
     }
 }
