@@ -6,7 +6,7 @@
 //! result channel on one pub/sub connection shared by every waiter, and also reads the
 //! result key right after subscribing, then at a fixed interval whenever pub/sub may have
 //! missed a publish (a failed subscription, a reconnect), so that no result is taken for
-//! a lost task. Submissions are sent in batches ([`super::submit`]): a burst costs a few
+//! a lost task. Submissions are sent in batches (`src/celery/submit.rs`): a burst costs a few
 //! round trips, not commands per task. It understands no byte it moves: encoding,
 //! validation and parsing are the pure functions of [`crate::celery`].
 //!
@@ -139,7 +139,7 @@ impl CeleryBroker {
     /// Sends one task: validates the envelope (an invalid one is refused with the
     /// validator's error and never pushed), subscribes to the task's result channel,
     /// then `LPUSH`es the envelope onto `task.list_key`, with the other tasks submitted
-    /// at the same moment ([`super::submit`]). The returned [`Waiter`] owns the
+    /// at the same moment (`src/celery/submit.rs`). The returned [`Waiter`] owns the
     /// subscription; drop it to give it up.
     ///
     /// If the pub/sub connection is down at that moment the task is still pushed: the
