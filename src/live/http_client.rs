@@ -2,7 +2,6 @@
 //! shadow, whole bodies in and out. Its connections are [`crate::live::pool`]'s, as are
 //! the proxy's forwarding path's (which streams instead).
 
-use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +11,7 @@ use hyper::http::uri::{Authority, Scheme};
 use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
 use tokio::sync::Semaphore;
 
-use crate::live::pool::{Pool, PoolConfig};
+use crate::live::pool::{error_chain, Pool, PoolConfig};
 
 /// Largest response body the mirror reads (an outcome document).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -159,18 +158,6 @@ impl HttpClient {
             .to_bytes();
         Ok((status, body))
     }
-}
-
-/// `error: cause: cause`.
-fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters stay as they are).

@@ -322,6 +322,18 @@ impl<B> fmt::Debug for PooledBody<B> {
     }
 }
 
+/// `error: cause: cause`, so that "connection refused" survives into logs and reports.
+pub(crate) fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +360,15 @@ mod tests {
 
     fn config() -> PoolConfig {
         PoolConfig { max_idle: 4, idle_timeout: Duration::from_secs(90), tcp_keepalive: None, max_connections: None }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_keeps_every_cause() {
+        let error = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        assert_eq!(error_chain(&error), "outer: refused");
     }
 }

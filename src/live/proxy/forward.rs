@@ -1,7 +1,6 @@
 //! One request, client to legacy and back: rewrite the head, stream the bodies (teed when
 //! captured), turn legacy failures into 502/504, and hand captured exchanges to the tap.
 
-use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use super::stats::{InFlight, ProxyStats};
 use super::tap::{LegacyOutcome, Tap};
 use super::LegacyTarget;
 use crate::live::listener::Busy;
-use crate::live::pool::{Pool, PoolConfig, PooledBody};
+use crate::live::pool::{error_chain, Pool, PoolConfig, PooledBody};
 
 /// How long an idle pooled connection to the legacy upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -317,18 +316,6 @@ fn fixed_response(status: StatusCode, body: &'static [u8], in_flight: InFlight) 
     response
 }
 
-/// `error: cause: cause`, so that "connection refused" survives into logs and reports.
-fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// The body of every response the proxy sends: the legacy stream, or a local error body.
 /// Holds the request's in-flight count (and its connection's busy mark) until hyper drops it.
 pub(crate) struct ProxyBody {
@@ -379,16 +366,6 @@ impl Body for ProxyBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] std::io::Error);
-
-    #[test]
-    fn error_chain_keeps_every_cause() {
-        let error = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
-        assert_eq!(error_chain(&error), "outer: refused");
-    }
 
     #[test]
     fn failures_map_to_their_status_and_exact_body() {

@@ -304,18 +304,22 @@ fn hostname() -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn templates_fill_every_string() {
-        let job = Job {
-            eval_id: "e-1".into(),
-            language: "python".into(),
+    fn job(eval_id: &str, language: &str, body: &'static [u8]) -> Job {
+        Job {
+            eval_id: eval_id.into(),
+            language: language.into(),
             code_pointer: vec!["code".into()],
             method: hyper::Method::POST,
             path: "/evaluations".into(),
             headers: hyper::HeaderMap::new(),
-            body: bytes::Bytes::from_static(br#"{"code": "print('{x}')"}"#),
+            body: bytes::Bytes::from_static(body),
             received_at: Instant::now(),
-        };
+        }
+    }
+
+    #[test]
+    fn templates_fill_every_string() {
+        let job = job("e-1", "python", br#"{"code": "print('{x}')"}"#);
         let template = json!(["{eval_id}", "{code}", {"lang": "{language}", "shadow": true}, 3, "{ {code}{"]);
         let code = job.code().expect("code");
         assert_eq!(
@@ -326,16 +330,7 @@ mod tests {
 
     #[test]
     fn placeholders_inside_filled_in_values_stay_as_they_are() {
-        let job = Job {
-            eval_id: "{code}".into(),
-            language: "{eval_id}".into(),
-            code_pointer: vec!["code".into()],
-            method: hyper::Method::POST,
-            path: "/evaluations".into(),
-            headers: hyper::HeaderMap::new(),
-            body: bytes::Bytes::from_static(br#"{"code": "print('{language}')"}"#),
-            received_at: Instant::now(),
-        };
+        let job = job("{code}", "{eval_id}", br#"{"code": "print('{language}')"}"#);
         let code = job.code().expect("code");
         let template = json!("{eval_id}|{language}|{code}");
         assert_eq!(fill_template(&template, &job, &code), json!("{code}|{eval_id}|print('{language}')"));
