@@ -476,3 +476,51 @@ async fn a_client_that_leaves_after_its_whole_submission_still_gets_it_judged() 
     assert_eq!(report["accounting"]["judged"], 1);
     assert_eq!((legacy.submissions(), shadow.submissions()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_leaving_mid_response_leaves_nothing_to_judge_and_no_blame_on_legacy() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // A legacy service that answers with a head announcing 100 bytes, sends 12, and waits.
+    let legacy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let legacy_url = format!("http://{}", legacy.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = legacy.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let _ = stream.write_all(b"HTTP/1.1 202 Accepted\r\nContent-Length: 100\r\n\r\n{\"eval_id\": ").await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let shadow = EvalApi::start(Behaviour { synchronous: true, ..Behaviour::default() }).await;
+    let config = http_config(&legacy_url, &shadow.url(), "")
+        .replace("[legacy.outcome]\n", "[legacy.outcome]\nmode = \"response\"\n")
+        .replace("[shadow.outcome]\n", "[shadow.outcome]\nmode = \"response\"\n");
+    let sidecar = Sidecar::start(&config);
+
+    // The client reads the response head and part of its body, then leaves.
+    let address = sidecar.url("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut client = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let body = r#"{"eval_id": "cut-1", "code": "print(1)", "language": "python"}"#;
+    let request = format!(
+        "POST /evaluations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !String::from_utf8_lossy(&head).contains("eval_id") {
+        let mut chunk = [0u8; 256];
+        let read = client.read(&mut chunk).await.expect("read");
+        assert!(read > 0, "the proxy closed before relaying the head: {:?}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&chunk[..read]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 202"), "{:?}", String::from_utf8_lossy(&head));
+    drop(client);
+
+    let report = sidecar.settled(1, None).await;
+    assert_eq!(not_mirrored(&report), json!({"body_incomplete": 1}), "{report:#}");
+    assert_eq!(totals(&report)["evaluations"], 0);
+    assert_eq!(totals(&report)["legacy_failed"], 0);
+    assert_eq!(shadow.submissions(), 0, "nothing to compare, so nothing mirrored");
+}

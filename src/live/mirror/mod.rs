@@ -159,9 +159,14 @@ impl Mirror {
         };
         // Read into a document borrowing from the body: only three strings are needed.
         let request = Doc::parse(&body).map_err(|_| NotMirrored::BodyNotJson)?;
+        // Without the whole response there is no legacy outcome where the response is the
+        // outcome, and no id where the id is in it: not comparable, and nobody's fault but
+        // the exchange's (a client that left mid-response cuts the copy).
+        let needs_response = self.config.legacy_outcome.mode == OutcomeMode::Response;
         let response_bytes = match response_body {
             Captured::Complete(bytes) => bytes,
-            _ if route.eval_id_from == IdSource::Response => return Err(NotMirrored::BodyIncomplete),
+            Captured::TooLarge if needs_response => return Err(NotMirrored::BodyTooLarge),
+            _ if needs_response || route.eval_id_from == IdSource::Response => return Err(NotMirrored::BodyIncomplete),
             _ => Bytes::new(),
         };
         let eval_id = match route.eval_id_from {

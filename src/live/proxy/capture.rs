@@ -104,6 +104,10 @@ struct Recorder {
     buffer: BytesMut,
     cap: usize,
     too_large: bool,
+    /// The length the body announced (`Content-Length`), if it did.
+    announced: Option<u64>,
+    /// Data bytes seen, copied or not.
+    seen: u64,
     on_end: Option<OnEnd>,
 }
 
@@ -112,7 +116,7 @@ impl Recorder {
         let expected = usize::try_from(hint.lower()).unwrap_or(usize::MAX);
         let too_large = expected > cap;
         let buffer = if too_large { BytesMut::new() } else { BytesMut::with_capacity(expected) };
-        Self { buffer, cap, too_large, on_end: Some(on_end) }
+        Self { buffer, cap, too_large, announced: hint.exact(), seen: 0, on_end: Some(on_end) }
     }
 
     fn is_finished(&self) -> bool {
@@ -120,6 +124,7 @@ impl Recorder {
     }
 
     fn copy(&mut self, data: &Bytes) {
+        self.seen = self.seen.saturating_add(data.len() as u64);
         if self.too_large || self.is_finished() {
             return;
         }
@@ -132,7 +137,11 @@ impl Recorder {
     }
 
     fn finish_complete(&mut self) {
-        let captured = if self.too_large {
+        // hyper ends a body whose connection went away as if it were over: shorter than
+        // its Content-Length, it was cut, not complete.
+        let captured = if self.announced.is_some_and(|length| self.seen < length) {
+            Captured::Failed
+        } else if self.too_large {
             Captured::TooLarge
         } else {
             Captured::Complete(std::mem::take(&mut self.buffer).freeze())
@@ -303,6 +312,38 @@ mod tests {
         assert_eq!(first.into_data().expect("data"), "ab");
         drop(tee);
         assert_eq!(*seen.lock().expect("test lock"), [Captured::Failed]);
+    }
+
+    /// Announces `announced` bytes and sends only `sent`, then ends.
+    struct Short {
+        announced: u64,
+        sent: Option<&'static str>,
+    }
+
+    impl Body for Short {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.sent.take().map(|text| Ok(Frame::data(Bytes::from_static(text.as_bytes())))))
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.announced)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_ending_short_of_its_announced_length_is_failed() {
+        let (on_end, seen) = sink();
+        let tee = Tee::recording(Short { announced: 10, sent: Some("abcd") }, 16, on_end);
+        assert_eq!(tee.collect().await.expect("infallible").to_bytes(), "abcd");
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::Failed]);
+
+        let (on_end, seen) = sink();
+        let tee = Tee::recording(Short { announced: 4, sent: Some("abcd") }, 16, on_end);
+        tee.collect().await.expect("infallible");
+        assert_eq!(*seen.lock().expect("test lock"), [Captured::Complete(Bytes::from("abcd"))]);
     }
 
     #[test]
