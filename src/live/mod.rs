@@ -21,6 +21,7 @@
 //! the same code replay uses.
 
 pub mod admin;
+mod body;
 pub mod drive;
 pub mod fleet;
 pub mod http_client;

@@ -28,6 +28,8 @@ use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use super::body::{progress, Progress};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Why a request got no response head.
@@ -287,12 +289,11 @@ impl<B> Body for PooledBody<B> {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+        match progress(&polled, &this.body) {
+            Progress::Ended => this.release(),
             // A broken body leaves its connection unusable: drop the sender.
-            Poll::Ready(Some(Err(_))) => this.home = None,
-            _ => {}
+            Progress::Failed(_) => this.home = None,
+            Progress::Going => {}
         }
         polled
     }

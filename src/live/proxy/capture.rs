@@ -18,6 +18,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::{HeaderMap, Method, StatusCode};
 
 use super::tap::{Captured, Exchange, LegacyOutcome, Tap};
+use crate::live::body::{progress, Progress};
 
 /// A body that forwards `B` frame by frame, copying data frames when it has a recorder.
 ///
@@ -51,20 +52,15 @@ where
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Some(recorder) = this.recorder.as_mut() {
-            match &polled {
-                Poll::Pending => {}
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        recorder.copy(data);
-                    }
-                    // hyper stops polling once `is_end_stream` says so: finish here rather
-                    // than wait for a `None` that may never be asked for.
-                    if this.inner.is_end_stream() {
-                        recorder.finish_complete();
-                    }
+            if let Poll::Ready(Some(Ok(frame))) = &polled {
+                if let Some(data) = frame.data_ref() {
+                    recorder.copy(data);
                 }
-                Poll::Ready(Some(Err(_))) => recorder.finish(Captured::Failed),
-                Poll::Ready(None) => recorder.finish_complete(),
+            }
+            match progress(&polled, &this.inner) {
+                Progress::Ended => recorder.finish_complete(),
+                Progress::Failed(_) => recorder.finish(Captured::Failed),
+                Progress::Going => {}
             }
         }
         polled

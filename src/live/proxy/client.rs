@@ -12,6 +12,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::live::body::{progress, Progress};
+
 /// A fault of the client's, which the client (not legacy) is answered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFault {
@@ -91,13 +93,10 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.state.set(COMPLETE),
-            Poll::Ready(None) => this.state.set(COMPLETE),
-            Poll::Ready(Some(Err(error))) => {
-                this.state.set(if client_left(error) { GONE } else { MALFORMED });
-            }
-            _ => {}
+        match progress(&polled, &this.inner) {
+            Progress::Ended => this.state.set(COMPLETE),
+            Progress::Failed(error) => this.state.set(if client_left(error) { GONE } else { MALFORMED }),
+            Progress::Going => {}
         }
         polled
     }
