@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use hyper::header::{
-    HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    Entry, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
 };
 use hyper::HeaderMap;
 
@@ -75,13 +75,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends `value` to the list-valued field `name`, keeping one field line: existing lines
 /// are joined with `", "` in order, then `value` goes last.
 pub fn append_to_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    let mut existing = headers.get_all(&name).iter().peekable();
-    if existing.peek().is_none() {
-        headers.insert(name, value);
-        return;
-    }
+    // One lookup: the usual case (no such field yet) inserts where it looked.
+    let mut entry = match headers.entry(name) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(value);
+            return;
+        }
+        Entry::Occupied(occupied) => occupied,
+    };
     let mut joined: Vec<u8> = Vec::new();
-    for line in existing {
+    for line in entry.iter() {
         joined.extend_from_slice(line.as_bytes());
         joined.extend_from_slice(b", ");
     }
@@ -90,11 +93,9 @@ pub fn append_to_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderVa
     // separate line rather than lose the addition if that ever fails.
     match HeaderValue::from_bytes(&joined) {
         Ok(merged) => {
-            headers.insert(name, merged);
+            entry.insert(merged);
         }
-        Err(_) => {
-            headers.append(name, value);
-        }
+        Err(_) => entry.append(value),
     }
 }
 
