@@ -71,6 +71,10 @@ pub enum NotMirrored {
     /// backlog), so the task was not sent: a push then could only be counted lost, and
     /// blame Celery for shadowdiff's delay.
     SubmitLate,
+    /// The HTTP shadow had a submission in flight on each of its
+    /// `shadow.http.max_connections` connections and as many more waiting for one: it is
+    /// not keeping up, or has stopped answering.
+    ShadowBusy,
 }
 
 impl NotMirrored {
@@ -96,6 +100,7 @@ impl NotMirrored {
             NotMirrored::MemoryBudget => "memory_budget",
             NotMirrored::ShadowUnreadable => "shadow_unreadable",
             NotMirrored::SubmitLate => "submit_late",
+            NotMirrored::ShadowBusy => "shadow_busy",
         }
     }
 }
@@ -147,6 +152,7 @@ struct Inner {
     /// Of the lock-free counters, what belongs to earlier windows.
     seen_before: u64,
     dropped_before: u64,
+    skipped_before: u64,
 }
 
 /// The shared live state.
@@ -159,6 +165,8 @@ pub struct Live {
     // Lock-free counters for the tap, which runs on the client's path.
     seen: AtomicU64,
     dropped: AtomicU64,
+    /// Submissions the tap did not copy because sampling was at 0 %: `sampled_out`.
+    skipped: AtomicU64,
     // Held for counter updates and snapshot copies only; no `.await` inside.
     inner: Mutex<Inner>,
     /// When this run started.
@@ -175,6 +183,7 @@ impl Live {
             breaker,
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             started_at: SystemTime::now(),
             inner: Mutex::new(Inner {
                 stats,
@@ -184,6 +193,7 @@ impl Live {
                 resumed_submissions: 0,
                 seen_before: 0,
                 dropped_before: 0,
+                skipped_before: 0,
             }),
         }
     }
@@ -205,6 +215,13 @@ impl Live {
     /// The tap saw a submission (lock-free).
     pub fn submission_seen(&self) {
         self.seen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The tap saw a submission and did not copy it, sampling being at 0 % (lock-free):
+    /// it is `sampled_out`, whatever its body or legacy's answer.
+    pub fn submission_skipped(&self) {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        self.skipped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The tap could not hand a submission over (lock-free).
@@ -294,10 +311,12 @@ impl Live {
         let mut inner = self.lock();
         let seen = self.seen.load(Ordering::Acquire) - inner.seen_before;
         let dropped = self.dropped.load(Ordering::Acquire) - inner.dropped_before;
-        let in_hand_off = seen.saturating_sub(dropped).saturating_sub(inner.received);
+        let skipped = self.skipped.load(Ordering::Acquire) - inner.skipped_before;
+        let in_hand_off = seen.saturating_sub(dropped + skipped).saturating_sub(inner.received);
         let in_flight = inner.accounting.pending;
         inner.seen_before += seen.saturating_sub(in_hand_off + in_flight);
         inner.dropped_before += dropped;
+        inner.skipped_before += skipped;
         inner.received = 0;
         inner.resumed_submissions = 0;
         inner.stats = self.engine.new_stats().by_minute();
@@ -321,8 +340,8 @@ impl Live {
         let stats = inner.stats.clone();
         let received = inner.received;
         let selection = inner.selection.clone();
-        let (resumed, seen_before, dropped_before) =
-            (inner.resumed_submissions, inner.seen_before, inner.dropped_before);
+        let (resumed, seen_before, dropped_before, skipped_before) =
+            (inner.resumed_submissions, inner.seen_before, inner.dropped_before, inner.skipped_before);
         drop(inner);
         // Read after the lock: the tap counts a submission as seen before handing it over,
         // so `seen >= dropped + received` holds here.
@@ -333,8 +352,41 @@ impl Live {
             *accounting.not_mirrored.entry(Cow::Borrowed(NotMirrored::MirrorQueueFull.as_str())).or_default() +=
                 dropped;
         }
+        let skipped = self.skipped.load(Ordering::Acquire).saturating_sub(skipped_before);
+        if skipped > 0 {
+            *accounting.not_mirrored.entry(Cow::Borrowed(NotMirrored::SampledOut.as_str())).or_default() += skipped;
+        }
         // Handed off but not yet taken by the mirror: pending too.
-        accounting.pending += seen.saturating_sub(dropped).saturating_sub(received);
+        accounting.pending += seen.saturating_sub(dropped + skipped).saturating_sub(received);
         Snapshot { stats, accounting, selection }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn live() -> Live {
+        Live::new(Engine::new(Config::default()), Sampler::new(0.0), Breaker::new(5, std::time::Duration::from_secs(1)))
+    }
+
+    #[test]
+    fn submissions_skipped_at_zero_percent_are_sampled_out_in_their_window() {
+        let live = live();
+        live.submission_skipped();
+        live.submission_skipped();
+        live.submission_seen();
+        let accounting = live.snapshot().accounting;
+        assert_eq!((accounting.submissions, accounting.pending), (3, 1));
+        assert_eq!(accounting.not_mirrored.get("sampled_out"), Some(&2));
+        assert!(accounting.balanced());
+
+        live.reset();
+        live.submission_skipped();
+        let accounting = live.snapshot().accounting;
+        assert_eq!((accounting.submissions, accounting.pending), (2, 1), "the one in the hand-off carried over");
+        assert_eq!(accounting.not_mirrored.get("sampled_out"), Some(&1));
+        assert!(accounting.balanced());
     }
 }

@@ -34,6 +34,11 @@ impl Sampler {
         f64::from(self.per_million.load(Ordering::Relaxed)) * 100.0 / f64::from(SCALE)
     }
 
+    /// Whether nothing is mirrored (0 %): the proxy then does not copy submissions at all.
+    pub fn is_off(&self) -> bool {
+        self.per_million.load(Ordering::Relaxed) == 0
+    }
+
     /// Whether this evaluation is mirrored.
     pub fn sampled(&self, eval_id: &str) -> bool {
         let bucket = (fnv1a64(eval_id.as_bytes()) % u64::from(SCALE)) as u32;
@@ -55,6 +60,7 @@ mod tests {
         let all = Sampler::new(100.0);
         let ids: Vec<String> = (0..1000).map(|i| format!("e-{i}")).collect();
         assert!(ids.iter().all(|id| !none.sampled(id)));
+        assert!(none.is_off() && !all.is_off() && !Sampler::new(0.0001).is_off());
         assert!(ids.iter().all(|id| all.sampled(id)));
         let half = Sampler::new(50.0);
         let first: Vec<bool> = ids.iter().map(|id| half.sampled(id)).collect();
