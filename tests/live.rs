@@ -363,6 +363,27 @@ async fn the_in_flight_cap_bounds_mirrored_work() {
 }
 
 #[tokio::test]
+async fn a_silent_shadow_holds_two_submissions_per_connection_and_no_more() {
+    let legacy = EvalApi::start(Behaviour::default()).await;
+    let shadow = EvalApi::start(Behaviour { submit_delay: Duration::from_millis(600), ..Behaviour::default() }).await;
+    // Two connections: two submissions in flight, two waiting for a connection; once the
+    // shadow has answered nothing for 100 ms, the rest are refused at once instead of
+    // queueing until they time out.
+    let config = http_config(&legacy.url(), &shadow.url(), "")
+        .replace("timeout_ms = 2000\n", "timeout_ms = 2000\nmax_connections = 2\n");
+    let sidecar = Sidecar::start(&config);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for i in 0..7 {
+        assert_eq!(sidecar.submit(&format!("b-{i}"), "print(1)").await.status, StatusCode::ACCEPTED);
+    }
+    let report = sidecar.settled(7, None).await;
+    assert_eq!(report["totals"]["match"], 4, "{report:#}");
+    assert_eq!(report["accounting"]["judged"], 4);
+    assert_eq!(not_mirrored(&report), json!({"shadow_busy": 3}));
+    assert_eq!(shadow.submissions(), 4);
+}
+
+#[tokio::test]
 async fn shutdown_finishes_pending_work_and_flushes_the_recording() {
     let legacy = EvalApi::start(Behaviour::default()).await;
     let shadow = EvalApi::start(Behaviour { polls_before_done: 10, ..Behaviour::default() }).await;

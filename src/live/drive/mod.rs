@@ -139,6 +139,7 @@ pub async fn run(
         Target::Shadow => crate::live::serve::build_shadow(&live_config, background.clone()).await?,
         Target::Legacy => Shadow::Http(HttpShadow::new(
             HttpClient::with_max_connections(live_config.legacy_max_connections),
+            live_config.legacy_max_connections,
             live_config.legacy_url.clone().unwrap_or_default(),
             live_config.legacy_timeout,
             live_config.legacy_outcome.clone(),
@@ -344,11 +345,11 @@ async fn evaluate(context: &Context, planned: Planned, jobs: Jobs, driven_id: St
     let Jobs { first: job, second } = jobs;
     let again = async {
         match &second {
-            Some(second) => twice::second_run(&job, second, context.shadow.run(second, &reservation).await),
+            Some(second) => twice::second_run(&job, second, context.shadow.run(second, &reservation, None).await),
             None => SecondRun::NotRun,
         }
     };
-    let (run, again) = tokio::join!(context.shadow.run(&job, &reservation), again);
+    let (run, again) = tokio::join!(context.shadow.run(&job, &reservation, None), again);
     drop(second);
     context.counters.done.fetch_add(1, Ordering::Relaxed);
     let (side, retries) = match run {

@@ -29,6 +29,7 @@ use crate::live::http_client::HttpClient;
 use crate::live::outcome::{self, HeldSide, Polled, ResponseOutcome};
 use crate::live::proxy::{Captured, Exchange, LegacyOutcome};
 use crate::live::record::Recorder;
+use crate::live::shadow::http::SubmitSlot;
 use crate::live::shadow::twice::{self, SecondRun};
 use crate::live::shadow::{ms_between, Job, Shadow, ShadowRun};
 use crate::live::state::{Live, NotMirrored};
@@ -56,8 +57,11 @@ struct Accepted {
     submit_ms: f64,
     permit: OwnedSemaphorePermit,
     reservation: Reservation,
-    /// The shadow's second run of the same evaluation, when it runs twice to learn noise.
-    second: Option<Job>,
+    /// Its place among the HTTP shadow's outstanding submissions.
+    slot: Option<SubmitSlot>,
+    /// The shadow's second run of the same evaluation, when it runs twice to learn noise,
+    /// with its own place.
+    second: Option<(Job, Option<SubmitSlot>)>,
 }
 
 impl Mirror {
@@ -193,6 +197,7 @@ impl Mirror {
             return Err(NotMirrored::BreakerOpen);
         }
         let permit = Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| NotMirrored::InFlightCap)?;
+        let slot = self.shadow.reserve()?;
         let job = Job {
             eval_id,
             language,
@@ -208,10 +213,14 @@ impl Mirror {
             if self.config.legacy_outcome.mode == OutcomeMode::Response { response_bytes } else { Bytes::new() };
         // What the evaluation holds from now on; less than the hand-off held, so it fits.
         reservation.resize(job.held_bytes() + legacy_status_body.len() as u64);
-        // A second run only where the budget holds its job too; otherwise it runs once.
+        // A second run only where the budget holds its job too and the shadow has room
+        // for it; otherwise it runs once.
         let second = if self.live.engine().runs_twice(&job.eval_id) {
             let eval_id_pointer = (route.eval_id_from == IdSource::Request).then_some(route.eval_id.as_slice());
-            self.shadow.second_job(&job, eval_id_pointer).filter(|second| reservation.grow(second.held_bytes()))
+            self.shadow
+                .second_job(&job, eval_id_pointer)
+                .and_then(|second| Some((second, self.shadow.reserve().ok()?)))
+                .filter(|(second, _)| reservation.grow(second.held_bytes()))
         } else {
             None
         };
@@ -221,13 +230,14 @@ impl Mirror {
             submit_ms: exchange.submit.as_secs_f64() * 1000.0,
             permit,
             reservation,
+            slot,
             second,
         })
     }
 
     /// Runs both sides to their final outcomes, then judges, counts and records.
     async fn evaluate(&self, accepted: Accepted) {
-        let Accepted { job, legacy_status_body, submit_ms, permit, reservation, second } = accepted;
+        let Accepted { job, legacy_status_body, submit_ms, permit, reservation, slot, second } = accepted;
         let legacy = async {
             match self.legacy_side(&job, &legacy_status_body, submit_ms).await {
                 // The response body, already counted since the hand-off.
@@ -239,16 +249,17 @@ impl Mirror {
                 HeldSide::Side(side) => reservation.grow(json_bytes(&side)).then_some(HeldSide::Side(side)),
             }
         };
-        let shadow = self.shadow.run(&job, &reservation);
+        let shadow = self.shadow.run(&job, &reservation, slot);
         let again = async {
-            match &second {
-                Some(second) => twice::second_run(&job, second, self.shadow.run(second, &reservation).await),
+            match second {
+                Some((second, slot)) => {
+                    twice::second_run(&job, &second, self.shadow.run(&second, &reservation, slot).await)
+                }
                 None => SecondRun::NotRun,
             }
         };
         let (legacy, shadow, again) = tokio::join!(legacy, shadow, again);
         drop(permit);
-        drop(second);
         let (shadow, retries) = match shadow {
             ShadowRun::Side { side, retries } => (HeldSide::Side(side), retries),
             ShadowRun::Response(response) => (HeldSide::Response(response), 0),

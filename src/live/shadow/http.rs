@@ -7,7 +7,8 @@
 //! for byte, plus `X-Shadowdiff: shadow` so it can tell mirrored traffic apart. The config
 //! can drop headers or replace them (a shadow-only `Authorization`, say).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
@@ -19,9 +20,15 @@ use crate::config::live::{OutcomeMode, OutcomeRule, ShadowHeaders};
 use crate::fixture::Side;
 use crate::live::http_client::HttpClient;
 use crate::live::outcome::{self, Polled, ResponseOutcome};
+use crate::live::state::NotMirrored;
 
 /// Longest error body kept in a recorded side.
 const ERROR_BODY_BYTES: usize = 512;
+
+/// How long a shadow with every connection busy, and as many submissions again waiting,
+/// may answer nothing before further submissions are refused (`shadow_busy`). A shadow
+/// that answers at all answers hundreds of times in this while under such a load.
+pub const SILENCE: Duration = Duration::from_millis(100);
 
 /// The marker header on every request to the shadow.
 pub const MARKER: HeaderName = HeaderName::from_static("x-shadowdiff");
@@ -45,6 +52,14 @@ pub fn shadow_headers(rules: &ShadowHeaders, client: &HeaderMap) -> HeaderMap {
 /// A second HTTP upstream.
 pub struct HttpShadow {
     submitted: AtomicU64,
+    /// Submissions sent or waiting for a connection, and not answered yet.
+    submitting: Arc<AtomicUsize>,
+    /// Past this many submissions outstanding (as many again as the shadow's connections),
+    /// a shadow that has answered nothing for [`SILENCE`] gets no more.
+    max_submitting: usize,
+    /// When the shadow last answered a submission, in milliseconds since `epoch`.
+    answered_ms: AtomicU64,
+    epoch: Instant,
     client: HttpClient,
     base: String,
     timeout: Duration,
@@ -54,15 +69,41 @@ pub struct HttpShadow {
 
 impl HttpShadow {
     /// A shadow at `base` (e.g. `http://127.0.0.1:8001`), reached through `client`
-    /// (capped in connections: see [`HttpClient::with_max_connections`]).
+    /// (capped at `max_connections`: see [`HttpClient::with_max_connections`]).
     pub fn new(
         client: HttpClient,
+        max_connections: usize,
         base: String,
         timeout: Duration,
         rule: OutcomeRule,
         headers: ShadowHeaders,
     ) -> HttpShadow {
-        HttpShadow { submitted: AtomicU64::new(0), client, base, timeout, rule, headers }
+        HttpShadow {
+            submitted: AtomicU64::new(0),
+            submitting: Arc::new(AtomicUsize::new(0)),
+            max_submitting: max_connections.max(1).saturating_mul(2),
+            answered_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            client,
+            base,
+            timeout,
+            rule,
+            headers,
+        }
+    }
+
+    /// A place for one more submission, or `ShadowBusy` when the shadow has stalled: every
+    /// connection has a submission awaiting its answer, as many more wait for a connection,
+    /// and nothing was answered for [`SILENCE`]. Queueing more would only hold them (and
+    /// their bytes) until they time out, and blame the shadow for each. A shadow that is
+    /// busy but answering keeps its queue, up to `shadow.max_in_flight`.
+    pub fn reserve(&self) -> Result<SubmitSlot, NotMirrored> {
+        let taken = self.submitting.fetch_add(1, Ordering::Relaxed);
+        let slot = SubmitSlot(Arc::clone(&self.submitting));
+        if taken >= self.max_submitting && self.silent_for() >= SILENCE {
+            return Err(NotMirrored::ShadowBusy);
+        }
+        Ok(slot)
     }
 
     /// Submissions it accepted (any HTTP answer).
@@ -70,14 +111,27 @@ impl HttpShadow {
         self.submitted.load(Ordering::Relaxed)
     }
 
-    /// Submits the job and waits for its final outcome.
-    pub async fn run(&self, job: &Job) -> ShadowRun {
+    /// Time since the shadow last answered a submission (or since it was set up).
+    fn silent_for(&self) -> Duration {
+        let answered = Duration::from_millis(self.answered_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(answered)
+    }
+
+    /// Submits the job and waits for its final outcome. `slot` (from [`Self::reserve`]) is
+    /// given back once the submission is answered; without one the submission waits for a
+    /// connection however many others do (`drive`, which holds rather than drops).
+    pub async fn run(&self, job: &Job, slot: Option<SubmitSlot>) -> ShadowRun {
         let submitted_at = Instant::now();
         let url = format!("{}{}", self.base, job.path);
         let headers = shadow_headers(&self.headers, &job.headers);
         let sent = self.client.request(job.method.clone(), &url, headers, job.body.clone(), self.timeout).await;
+        drop(slot);
         let (status, body) = match sent {
-            Ok(response) => response,
+            Ok(response) => {
+                let now = self.epoch.elapsed().as_millis() as u64;
+                self.answered_ms.fetch_max(now, Ordering::Relaxed);
+                response
+            }
             Err(e) => {
                 return ShadowRun::side(Side::Error { submit_ms: None, error: json!({"shadowdiff": e.to_string()}) });
             }
@@ -127,6 +181,17 @@ impl HttpShadow {
     }
 }
 
+/// One submission's place among those the shadow may have outstanding; given back when
+/// dropped.
+#[derive(Debug)]
+pub struct SubmitSlot(Arc<AtomicUsize>);
+
+impl Drop for SubmitSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +220,37 @@ mod tests {
                 ("x-tenant".to_owned(), "t-1".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn a_silent_shadow_gets_no_more_than_twice_its_connections_in_submissions() {
+        let shadow = HttpShadow::new(
+            HttpClient::with_max_connections(2),
+            2,
+            "http://127.0.0.1:9".into(),
+            Duration::from_secs(1),
+            OutcomeRule {
+                mode: OutcomeMode::Response,
+                url_template: String::new(),
+                interval: Duration::from_secs(1),
+                deadline: Duration::from_secs(1),
+                status: Vec::new(),
+                terminal: Vec::new(),
+                fields: Vec::new(),
+            },
+            ShadowHeaders::default(),
+        );
+        // Set up just now: six outstanding, none refused, as it has not been silent long.
+        let mut slots: Vec<SubmitSlot> = (0..6).map(|_| shadow.reserve().expect("a place")).collect();
+        std::thread::sleep(SILENCE);
+        assert_eq!(shadow.reserve().map(|_| ()), Err(NotMirrored::ShadowBusy));
+        assert_eq!(shadow.reserve().map(|_| ()), Err(NotMirrored::ShadowBusy), "a refusal takes no place");
+        slots.truncate(3);
+        let fourth = shadow.reserve().expect("three outstanding: room for a fourth");
+        assert_eq!(shadow.reserve().map(|_| ()), Err(NotMirrored::ShadowBusy));
+        // An answer just now: busy, not stalled.
+        shadow.answered_ms.store(shadow.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        let fifth = shadow.reserve().expect("answering: room");
+        drop((fourth, fifth, slots));
     }
 }

@@ -20,6 +20,7 @@ use crate::judge::pointer;
 use crate::live::mirror::budget::Reservation;
 use crate::live::outcome::ResponseOutcome;
 use crate::live::state::NotMirrored;
+use http::SubmitSlot;
 
 /// One evaluation to mirror: the client's request as sent, and what was read from it.
 ///
@@ -108,14 +109,25 @@ pub enum Shadow {
 
 impl Shadow {
     /// Runs one job to its final shadow outcome (or error, or loss). What the shadow
-    /// holds beyond the job (a Celery message) is added to `reservation`.
-    pub async fn run(&self, job: &Job, reservation: &Reservation) -> ShadowRun {
+    /// holds beyond the job (a Celery message) is added to `reservation`; `slot`, from
+    /// [`Self::reserve`], is the job's place among the HTTP shadow's outstanding
+    /// submissions (`None`: wait for a connection however long the queue).
+    pub async fn run(&self, job: &Job, reservation: &Reservation, slot: Option<SubmitSlot>) -> ShadowRun {
         // Each kind's future is boxed: inline, every evaluation's future (and its second
         // run's) would be as large as the larger kind's, and the whole of it is copied when
         // the evaluation is spawned.
         match self {
-            Shadow::Http(shadow) => Box::pin(shadow.run(job)).await,
+            Shadow::Http(shadow) => Box::pin(shadow.run(job, slot)).await,
             Shadow::Celery(shadow) => Box::pin(shadow.run(job, reservation)).await,
+        }
+    }
+
+    /// A place for one more submission (the HTTP shadow bounds those waiting for an
+    /// answer; a Celery push never waits on the shadow), or why there is none.
+    pub fn reserve(&self) -> Result<Option<SubmitSlot>, NotMirrored> {
+        match self {
+            Shadow::Http(shadow) => shadow.reserve().map(Some),
+            Shadow::Celery(_) => Ok(None),
         }
     }
 
