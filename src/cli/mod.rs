@@ -183,7 +183,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             // Everything `check-config` checks, before any port is bound.
             let loaded = Config::load_to_serve(&config)?;
-            let runtime = serve_runtime(loaded.live.worker_threads)?;
+            let runtime = serve_runtime()?;
             runtime.block_on(crate::live::serve::run(config, loaded))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -230,24 +230,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A one-thread runtime for the fleet commands.
-/// The runtime `serve` runs on. One thread is a `current_thread` runtime: every task runs
-/// on the thread that woke it, with no work-stealing queues and no cross-thread wake-ups
-/// (measured 10-20% less CPU per proxied request than a one-worker multi-thread runtime:
-/// the README's "Speed"). More threads share one multi-thread runtime.
-fn serve_runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut runtime = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(threads) => {
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            runtime.worker_threads(threads);
-            runtime
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    Ok(runtime.enable_all().build()?)
+/// The runtime `serve` starts on: a `current_thread` one, where every task runs on the
+/// thread that woke it, with no work-stealing queues and no cross-thread wake-ups (measured
+/// 10-20% less CPU per proxied request than a one-worker multi-thread runtime: the README's
+/// "Speed"). With `worker_threads` above 1, `serve` starts the other proxy threads itself,
+/// each with a runtime of this kind and a listener of its own.
+fn serve_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
+/// A one-thread runtime for the fleet commands.
 fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }

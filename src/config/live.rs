@@ -45,7 +45,8 @@ pub struct LiveConfig {
     pub mirror_queue: usize,
     /// How long pending comparisons may finish on shutdown.
     pub shutdown_grace: Duration,
-    /// Runtime threads, `None` for one per core.
+    /// Proxy threads, each with its own listener and one-thread runtime; `None` for one
+    /// per core.
     pub worker_threads: Option<usize>,
     /// Both listeners: time to a whole request head (the first from accept; later ones
     /// from their first byte).

@@ -21,8 +21,8 @@ pub struct RawProxy {
     pub mirror_queue: usize,
     /// On SIGTERM, how long pending comparisons may still finish.
     pub shutdown_grace_ms: u64,
-    /// Runtime threads; 0 = one per core. On a small machine shared with the upstream or
-    /// a load tool, 1 avoids cross-core wake-ups and serves more (see the README).
+    /// Proxy threads, each with its own listener on the address (`SO_REUSEPORT`) and a
+    /// one-thread runtime; 0 = one per core.
     pub worker_threads: usize,
     /// On both listeners (proxy and admin): a new connection must send a whole request
     /// head within this time, and so must each later head once its first byte arrived,

@@ -9,6 +9,9 @@
 //!   closed. (hyper's own header read timeout is turned off: it also runs while a
 //!   kept-alive connection is idle, which would override `idle_timeout`.)
 //!
+//! - [`bind_shared`]: several listening sockets on one address (`SO_REUSEPORT`), one for
+//!   each of the proxy's threads, among which the kernel spreads new connections.
+//!
 //! The IO here is the listener socket and the connection's reads; nothing is parsed.
 
 use std::future::Future;
@@ -21,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// The open-files limits before and after [`raise_open_files_limit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +78,36 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits { header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60) }
     }
+}
+
+/// Pending connections a listening socket queues (tokio's own default).
+const BACKLOG: u32 = 1024;
+
+/// `count` listening sockets on `address`, all with `SO_REUSEPORT`, so that each thread of
+/// the proxy accepts on its own and the kernel spreads new connections among them. Port 0
+/// is chosen once, by the first: the others bind the port it got. They are returned as
+/// std sockets (non-blocking), to be registered on the runtime of the thread that uses each.
+/// Called on a runtime.
+///
+/// A port some other socket holds is refused (`AddrInUse`), even one with `SO_REUSEPORT`
+/// (another shadowdiff): the port is first bound alone, without it, then let go.
+pub fn bind_shared(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if address.port() != 0 {
+        drop(std::net::TcpListener::bind(address)?);
+    }
+    let mut listeners: Vec<std::net::TcpListener> = Vec::with_capacity(count);
+    let mut address = address;
+    for _ in 0..count.max(1) {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(address)?;
+        // Registered here and deregistered at once: each thread registers its own.
+        let listener = socket.listen(BACKLOG)?.into_std()?;
+        address = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// Accepts the next connection. A failed accept is counted in `errors`, logged (at warn

@@ -6,13 +6,14 @@
 //! to `proxy.shutdown_grace_ms`; what is left is counted as abandoned), then flush the
 //! recording. SIGHUP re-reads the config file and applies its sampling fraction.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::live::{LiveConfig, ShadowKind};
@@ -26,7 +27,7 @@ use crate::live::listener::{self, ConnectionLimits};
 use crate::live::mirror::breaker::Breaker;
 use crate::live::mirror::budget::Budget;
 use crate::live::mirror::sampling::Sampler;
-use crate::live::mirror::tap::MirrorTap;
+use crate::live::mirror::tap::{Handoff, MirrorTap};
 use crate::live::mirror::Mirror;
 use crate::live::proxy::{self, ProxyConfig, ProxyStats};
 use crate::live::record::Recorder;
@@ -52,9 +53,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         ),
         Err(error) => tracing::warn!(%error, "cannot raise the open files limit; keeping the current one"),
     }
-    let proxy_listener = TcpListener::bind(live_config.listen)
+    let threads =
+        live_config.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let proxy_listeners = bind_proxy(live_config.listen, threads)
         .await
         .with_context(|| format!("cannot listen on proxy.listen {}", live_config.listen))?;
+    let proxy_address = proxy_listeners[0].local_addr()?;
     let admin_listener = TcpListener::bind(live_config.admin_listen)
         .await
         .with_context(|| format!("cannot listen on admin.listen {}", live_config.admin_listen))?;
@@ -75,7 +79,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     // Join the fleet before the first client: a restart resumes its totals first.
     let member = match &live_config.fleet {
         Some(settings) => {
-            let port = proxy_listener.local_addr()?.port();
+            let port = proxy_address.port();
             let instance = settings.instance.clone().unwrap_or_else(|| fleet::default_instance(port));
             let member = Member::join(settings, instance, Arc::clone(&live))
                 .await
@@ -93,14 +97,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         client.clone(),
         recorder.clone(),
     ));
-    let (sender, receiver) = mpsc::channel(live_config.mirror_queue);
     let budget = Budget::new(live_config.max_pending_bytes);
-    let tap = Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live), Arc::clone(&budget)));
     let proxy_stats = Arc::new(ProxyStats::new());
     let limits =
         ConnectionLimits { header_timeout: live_config.header_timeout, idle_timeout: live_config.idle_timeout };
 
-    let mirror_task = tokio::spawn(Arc::clone(&mirror).run(receiver));
     let legacy_queue = live_config.legacy_queue_length.clone().map(|probe| {
         let gauge = Arc::new(QueueLength::default());
         tokio::spawn(legacy_queue::poll(client.clone(), probe, Arc::clone(&gauge), shutdown.clone()));
@@ -116,7 +117,6 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         shadow: Arc::clone(&shadow),
         budget: Arc::clone(&budget),
     });
-    let proxy_address = proxy_listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
     let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, limits, shutdown.clone()));
     let proxy_config = ProxyConfig {
@@ -127,7 +127,25 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         max_capture_bytes: live_config.max_mirror_body_bytes,
         limits,
     };
-    let proxy_task = tokio::spawn(proxy::serve(proxy_listener, proxy_config, tap, proxy_stats, shutdown.clone()));
+    // One proxy and mirror per thread, each on its own listener and event loop; the first
+    // runs here, beside the admin listener, the fleet and the Celery connections.
+    let queue = live_config.mirror_queue.div_ceil(proxy_listeners.len()).max(1);
+    let mut threads = Vec::with_capacity(proxy_listeners.len());
+    for (index, listener) in proxy_listeners.into_iter().enumerate() {
+        let mirror = if index == 0 { Arc::clone(&mirror) } else { Arc::new(mirror.shard()) };
+        let (sender, receiver) = mpsc::channel(queue);
+        let tap = Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live), Arc::clone(&budget)));
+        let thread = ProxyThread {
+            listener,
+            config: proxy_config.clone(),
+            tap,
+            stats: Arc::clone(&proxy_stats),
+            shutdown: shutdown.clone(),
+            mirror,
+            handoff: receiver,
+        };
+        threads.push(if index == 0 { thread.spawn_here() } else { thread.start(index)? });
+    }
     // Tests and scripts read this line to learn the bound ports.
     let signals = Signals::install();
     println!("LISTENING proxy={proxy_address} admin={admin_address}");
@@ -137,17 +155,24 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections");
     shutdown.cancel();
     let grace = live_config.shutdown_grace;
-    match tokio::time::timeout(grace, proxy_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "proxy ended with an error"),
-        Ok(Err(error)) => tracing::warn!(%error, "proxy task failed"),
-        Err(_) => tracing::warn!("client requests still open after the grace period"),
+    let deadline = tokio::time::Instant::now() + grace;
+    for thread in &mut threads {
+        match tokio::time::timeout_at(deadline, &mut thread.served).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "proxy ended with an error"),
+            Ok(Err(_)) => tracing::warn!("proxy thread failed"),
+            Err(_) => {
+                tracing::warn!("client requests still open after the grace period");
+                break;
+            }
+        }
     }
-    // The proxy is gone, and with it the hand-off's sender: the mirror drains what is left.
-    let tracker = mirror.tracker();
+    // The proxies are gone, and with them the hand-offs' senders: the mirrors drain what
+    // is left.
     let drained = tokio::time::timeout(grace, async {
-        let _ = mirror_task.await;
-        tracker.wait().await;
+        for thread in &mut threads {
+            let _ = (&mut thread.drained).await;
+        }
     })
     .await;
     let abandoned = if drained.is_err() { live.abandon_pending() } else { 0 };
@@ -172,6 +197,68 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The proxy's listening sockets: one, or one per thread sharing the address.
+async fn bind_proxy(address: SocketAddr, threads: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if threads <= 1 {
+        return Ok(vec![TcpListener::bind(address).await?.into_std()?]);
+    }
+    listener::bind_shared(address, threads)
+}
+
+/// What one proxy thread runs: the proxy on its listener, and the mirror its hand-off
+/// feeds.
+struct ProxyThread {
+    listener: std::net::TcpListener,
+    config: ProxyConfig,
+    tap: Arc<MirrorTap>,
+    stats: Arc<ProxyStats>,
+    shutdown: CancellationToken,
+    mirror: Arc<Mirror>,
+    handoff: mpsc::Receiver<Handoff>,
+}
+
+/// A proxy thread at work, as its shutdown is awaited.
+struct RunningThread {
+    /// The proxy's end: its connections finished after the shutdown.
+    served: oneshot::Receiver<std::io::Result<()>>,
+    /// The mirror's end: its hand-off emptied and every evaluation judged.
+    drained: oneshot::Receiver<()>,
+}
+
+impl ProxyThread {
+    /// Runs on the current runtime.
+    fn spawn_here(self) -> RunningThread {
+        let (served, served_receiver) = oneshot::channel();
+        let (drained, drained_receiver) = oneshot::channel();
+        tokio::spawn(self.run(served, drained));
+        RunningThread { served: served_receiver, drained: drained_receiver }
+    }
+
+    /// Runs on a thread of its own, with a one-thread runtime.
+    fn start(self, index: usize) -> std::io::Result<RunningThread> {
+        let (served, served_receiver) = oneshot::channel();
+        let (drained, drained_receiver) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        std::thread::Builder::new()
+            .name(format!("shadowdiff-proxy-{index}"))
+            .spawn(move || runtime.block_on(self.run(served, drained)))?;
+        Ok(RunningThread { served: served_receiver, drained: drained_receiver })
+    }
+
+    async fn run(self, served: oneshot::Sender<std::io::Result<()>>, drained: oneshot::Sender<()>) {
+        let ProxyThread { listener, config, tap, stats, shutdown, mirror, handoff } = self;
+        let mirror_task = tokio::spawn(Arc::clone(&mirror).run(handoff));
+        let result = match TcpListener::from_std(listener) {
+            Ok(listener) => proxy::serve(listener, config, tap, stats, shutdown).await,
+            Err(error) => Err(error),
+        };
+        let _ = served.send(result);
+        let _ = mirror_task.await;
+        mirror.tracker().wait().await;
+        let _ = drained.send(());
+    }
+}
+
 /// The configured shadow: an HTTP upstream, or a Celery broker connection (`drive` builds it too).
 pub(crate) async fn build_shadow(config: &LiveConfig, shutdown: CancellationToken) -> anyhow::Result<Shadow> {
     match &config.shadow {
@@ -179,7 +266,14 @@ pub(crate) async fn build_shadow(config: &LiveConfig, shutdown: CancellationToke
             let base = url.clone().unwrap_or_default();
             // A client of its own, capped: a stalled shadow holds at most this many sockets.
             let client = HttpClient::with_max_connections(*max_connections);
-            Ok(Shadow::Http(HttpShadow::new(client, base, *timeout, outcome.clone(), (**headers).clone())))
+            Ok(Shadow::Http(HttpShadow::new(
+                client,
+                *max_connections,
+                base,
+                *timeout,
+                outcome.clone(),
+                (**headers).clone(),
+            )))
         }
         ShadowKind::Celery(settings) => {
             // A Redis that cannot be reached, refuses the TLS handshake or the credentials

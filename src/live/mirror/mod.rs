@@ -86,6 +86,21 @@ impl Mirror {
         }
     }
 
+    /// A mirror for another proxy thread: the same state, config, shadow, observers and
+    /// in-flight cap, with a task tracker of its own (its hand-off is its own too).
+    pub fn shard(&self) -> Mirror {
+        Mirror {
+            live: Arc::clone(&self.live),
+            config: Arc::clone(&self.config),
+            shadow: Arc::clone(&self.shadow),
+            client: self.client.clone(),
+            observers: Arc::clone(&self.observers),
+            in_flight: Arc::clone(&self.in_flight),
+            tracker: TaskTracker::new(),
+            recorder: self.recorder.clone(),
+        }
+    }
+
     /// The config it mirrors by.
     pub fn config(&self) -> &LiveConfig {
         &self.config
