@@ -89,6 +89,13 @@ impl HttpClient {
         })
     }
 
+    /// A client of its own connections under this one's cap, for another proxy thread:
+    /// each thread's requests then ride connections its own runtime drives, and the cap
+    /// on descriptors stays one for all.
+    pub fn sibling(&self) -> HttpClient {
+        HttpClient::with_config(self.inner.config.clone())
+    }
+
     fn with_config(config: PoolConfig) -> HttpClient {
         HttpClient { inner: Arc::new(Pools { config, pools: Mutex::new(Vec::new()) }) }
     }

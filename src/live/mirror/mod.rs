@@ -86,14 +86,15 @@ impl Mirror {
         }
     }
 
-    /// A mirror for another proxy thread: the same state, config, shadow, observers and
-    /// in-flight cap, with a task tracker of its own (its hand-off is its own too).
+    /// A mirror for another proxy thread: the same state, config, observers and in-flight
+    /// cap, the shadow and the result polls on connections of that thread's own, and a
+    /// task tracker of its own (its hand-off is its own too).
     pub fn shard(&self) -> Mirror {
         Mirror {
             live: Arc::clone(&self.live),
             config: Arc::clone(&self.config),
-            shadow: Arc::clone(&self.shadow),
-            client: self.client.clone(),
+            shadow: self.shadow.sibling(),
+            client: self.client.sibling(),
             observers: Arc::clone(&self.observers),
             in_flight: Arc::clone(&self.in_flight),
             tracker: TaskTracker::new(),

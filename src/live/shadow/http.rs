@@ -51,14 +51,14 @@ pub fn shadow_headers(rules: &ShadowHeaders, client: &HeaderMap) -> HeaderMap {
 
 /// A second HTTP upstream.
 pub struct HttpShadow {
-    submitted: AtomicU64,
+    submitted: Arc<AtomicU64>,
     /// Submissions sent or waiting for a connection, and not answered yet.
     submitting: Arc<AtomicUsize>,
     /// Past this many submissions outstanding (as many again as the shadow's connections),
     /// a shadow that has answered nothing for [`SILENCE`] gets no more.
     max_submitting: usize,
     /// When the shadow last answered a submission, in milliseconds since `epoch`.
-    answered_ms: AtomicU64,
+    answered_ms: Arc<AtomicU64>,
     epoch: Instant,
     client: HttpClient,
     base: String,
@@ -79,16 +79,33 @@ impl HttpShadow {
         headers: ShadowHeaders,
     ) -> HttpShadow {
         HttpShadow {
-            submitted: AtomicU64::new(0),
+            submitted: Arc::new(AtomicU64::new(0)),
             submitting: Arc::new(AtomicUsize::new(0)),
             max_submitting: max_connections.max(1).saturating_mul(2),
-            answered_ms: AtomicU64::new(0),
+            answered_ms: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
             client,
             base,
             timeout,
             rule,
             headers,
+        }
+    }
+
+    /// The same shadow for another proxy thread: connections of its own (under the same
+    /// cap), the counts and the stall watch shared.
+    pub fn sibling(&self) -> HttpShadow {
+        HttpShadow {
+            submitted: Arc::clone(&self.submitted),
+            submitting: Arc::clone(&self.submitting),
+            max_submitting: self.max_submitting,
+            answered_ms: Arc::clone(&self.answered_ms),
+            epoch: self.epoch,
+            client: self.client.sibling(),
+            base: self.base.clone(),
+            timeout: self.timeout,
+            rule: self.rule.clone(),
+            headers: self.headers.clone(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod celery;
 pub mod http;
 pub mod twice;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -119,6 +120,16 @@ impl Shadow {
         match self {
             Shadow::Http(shadow) => Box::pin(shadow.run(job, slot)).await,
             Shadow::Celery(shadow) => Box::pin(shadow.run(job, reservation)).await,
+        }
+    }
+
+    /// The shadow as another proxy thread uses it: an HTTP shadow with connections of that
+    /// thread's own (under the same cap); the Celery shadow is shared as it is (its batcher
+    /// already gathers every thread's submissions).
+    pub fn sibling(self: &Arc<Self>) -> Arc<Shadow> {
+        match self.as_ref() {
+            Shadow::Http(shadow) => Arc::new(Shadow::Http(shadow.sibling())),
+            Shadow::Celery(_) => Arc::clone(self),
         }
     }
 
