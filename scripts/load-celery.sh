@@ -3,17 +3,19 @@
 # task into the local Redis (127.0.0.1:6379, database 14, a queue of its own).
 #
 #   scripts/load-celery.sh [seconds] [connections]     (defaults: 10 s, 64 connections)
-#   SHADOWDIFF_THREADS=N sets shadowdiff's runtime threads (default 2: one thread measured
-#   fewer pushes per second here, the Redis round trips want both cores)
+#   SHADOWDIFF_THREADS=N sets shadowdiff's proxy threads (default 2: one thread measured
+#   fewer pushes per second here, the Redis round trips want both cores);
+#   SHADOWDIFF_BIN=path runs another shadowdiff binary (an older build, to compare)
 #
 # 1. No worker: how many submissions per second are mirrored (tasks pushed), and the
 #    client's latency against the direct path. Results cannot come, so each evaluation
 #    is given up after a short deadline (counted lost; revokes off).
 # 2. A worker pool running the `trivial` task: judged evaluations per second end to end.
 # 3. Paced (PACE_MS, default 5: each connection waits that long between requests, about
-#    10,000 requests/s here): the client's p99 direct and through shadowdiff mirroring
-#    every request into Celery (no worker), at the same pacing: the difference is the p99
-#    the shadow adds below saturation.
+#    10,000 requests/s here): the client's p99 direct, through shadowdiff with mirroring
+#    off (`percent = 0`), and through shadowdiff mirroring every request into Celery (no
+#    worker), at the same pacing: the differences are what the proxy adds and what the
+#    Celery shadow adds below saturation.
 # 4. The Celery shadow alone, without the HTTP proxy (examples/celery_push.rs): how many
 #    evaluations per second it encodes, subscribes and pushes into Redis.
 set -euo pipefail
@@ -36,17 +38,19 @@ source scripts/load-lib.sh
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 scripts/test-env.sh >/dev/null
 cargo build --release --quiet --bin shadowdiff --example fast_upstream --example celery_push
+bin=${SHADOWDIFF_BIN:-target/release/shadowdiff}
 redis-cli -n "$db" flushdb >/dev/null
 
 
 start legacy target/release/examples/fast_upstream 127.0.0.1:0
 legacy=$(awk '/LISTENING/{print $2}' "$work/legacy.out")
 
-config() { # task, deadline_ms
+config() { # task, deadline_ms [percent]
     proxy_config "$legacy" "${SHADOWDIFF_THREADS:-2}"
     cat <<TOML
 [shadow]
 kind = "celery"
+percent = ${3:-100}
 max_in_flight = 100000
 breaker_failures = 0
 [shadow.outcome]
@@ -105,9 +109,27 @@ if faults:
     sys.exit("load-celery.sh: " + "; ".join(faults))' "$2" "$connections"
 }
 
+# off LABEL: shadowdiff with mirroring off (percent = 0) in front of the same upstream;
+# every submission must be counted sampled_out, none pushed.
+off() {
+    config evaluate 200 0 >"$work/off.toml"
+    start off "$bin" serve --config "$work/off.toml"
+    local proxy admin
+    proxy=$(grep -o 'proxy=[^ ]*' "$work/off.out" | cut -d= -f2)
+    admin=$(grep -o 'admin=[^ ]*' "$work/off.out" | cut -d= -f2)
+    wrk_row "$1" "http://$proxy"; echo " - |"
+    curl -s "http://$admin/report.json" | python3 -c '
+import json, sys
+a = json.load(sys.stdin)["accounting"]
+if a["not_mirrored"] != {"sampled_out": a["submissions"]} or a["judged"] or a["pending"]:
+    sys.exit(f"load-celery.sh: mirroring off, yet {a}")'
+    kill "$(cat "$work/off.pid")"
+    sleep 1
+}
+
 run() { # name, task, deadline_ms, label
     config "$2" "$3" >"$work/$1.toml"
-    start "$1" target/release/shadowdiff serve --config "$work/$1.toml"
+    start "$1" "$bin" serve --config "$work/$1.toml"
     local proxy admin before after
     proxy=$(grep -o 'proxy=[^ ]*' "$work/$1.out" | cut -d= -f2)
     admin=$(grep -o 'admin=[^ ]*' "$work/$1.out" | cut -d= -f2)
@@ -131,6 +153,7 @@ run() { # name, task, deadline_ms, label
 run noworker evaluate 200 "shadowdiff + Celery shadow, no worker"
 export PACE_MS=${PACE_MS:-5}
 wrk_row "direct to the upstream, paced (PACE_MS=$PACE_MS)" "http://$legacy"; echo " - |"
+off "shadowdiff, mirroring off, paced (PACE_MS=$PACE_MS)"
 run paced evaluate 200 "shadowdiff + Celery shadow, no worker, paced (PACE_MS=$PACE_MS)"
 unset PACE_MS
 SHADOWDIFF_BROKER_URL="redis://127.0.0.1:6379/$db" SHADOWDIFF_RESULT_URL="redis://127.0.0.1:6379/$db" \
