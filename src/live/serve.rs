@@ -134,7 +134,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     for (index, listener) in proxy_listeners.into_iter().enumerate() {
         let mirror = if index == 0 { Arc::clone(&mirror) } else { Arc::new(mirror.shard()) };
         let (sender, receiver) = mpsc::channel(queue);
-        let tap = Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live), Arc::clone(&budget)));
+        let tap =
+            Arc::new(MirrorTap::new(&live_config, sender, Arc::clone(&live), Arc::clone(&budget), Arc::clone(&mirror)));
         let thread = ProxyThread {
             listener,
             config: proxy_config.clone(),

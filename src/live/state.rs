@@ -105,6 +105,32 @@ impl NotMirrored {
     }
 }
 
+/// The reasons the tap can tell from the request head that the mirror would refuse a
+/// submission, so that it is not copied at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Sampling is at 0 %.
+    SampledOut,
+    /// The HTTP shadow has stalled.
+    ShadowBusy,
+    /// `shadow.max_in_flight` evaluations are in flight.
+    InFlightCap,
+}
+
+impl Skip {
+    /// Every reason, in counter order.
+    pub const ALL: [Skip; 3] = [Skip::SampledOut, Skip::ShadowBusy, Skip::InFlightCap];
+
+    /// The reason it is counted under.
+    pub fn reason(self) -> NotMirrored {
+        match self {
+            Skip::SampledOut => NotMirrored::SampledOut,
+            Skip::ShadowBusy => NotMirrored::ShadowBusy,
+            Skip::InFlightCap => NotMirrored::InFlightCap,
+        }
+    }
+}
+
 /// Where every submission the proxy saw went.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Accounting {
@@ -152,7 +178,7 @@ struct Inner {
     /// Of the lock-free counters, what belongs to earlier windows.
     seen_before: u64,
     dropped_before: u64,
-    skipped_before: u64,
+    skipped_before: [u64; Skip::ALL.len()],
 }
 
 /// The shared live state.
@@ -165,8 +191,8 @@ pub struct Live {
     // Lock-free counters for the tap, which runs on the client's path.
     seen: AtomicU64,
     dropped: AtomicU64,
-    /// Submissions the tap did not copy because sampling was at 0 %: `sampled_out`.
-    skipped: AtomicU64,
+    /// Submissions the tap did not copy, by [`Skip`] reason.
+    skipped: [AtomicU64; Skip::ALL.len()],
     // Held for counter updates and snapshot copies only; no `.await` inside.
     inner: Mutex<Inner>,
     /// When this run started.
@@ -183,7 +209,7 @@ impl Live {
             breaker,
             seen: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
+            skipped: Default::default(),
             started_at: SystemTime::now(),
             inner: Mutex::new(Inner {
                 stats,
@@ -193,7 +219,7 @@ impl Live {
                 resumed_submissions: 0,
                 seen_before: 0,
                 dropped_before: 0,
-                skipped_before: 0,
+                skipped_before: [0; Skip::ALL.len()],
             }),
         }
     }
@@ -217,11 +243,17 @@ impl Live {
         self.seen.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The tap saw a submission and did not copy it, sampling being at 0 % (lock-free):
-    /// it is `sampled_out`, whatever its body or legacy's answer.
-    pub fn submission_skipped(&self) {
+    /// The tap saw a submission and did not copy it, the mirror being sure to refuse it
+    /// for `why` (lock-free): it is not mirrored for that reason, whatever its body or
+    /// legacy's answer.
+    pub fn submission_skipped(&self, why: Skip) {
         self.seen.fetch_add(1, Ordering::Relaxed);
-        self.skipped.fetch_add(1, Ordering::Relaxed);
+        self.skipped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Submissions skipped, by reason, since the counters' start.
+    fn skipped(&self) -> [u64; Skip::ALL.len()] {
+        std::array::from_fn(|i| self.skipped[i].load(Ordering::Acquire))
     }
 
     /// The tap could not hand a submission over (lock-free).
@@ -311,12 +343,13 @@ impl Live {
         let mut inner = self.lock();
         let seen = self.seen.load(Ordering::Acquire) - inner.seen_before;
         let dropped = self.dropped.load(Ordering::Acquire) - inner.dropped_before;
-        let skipped = self.skipped.load(Ordering::Acquire) - inner.skipped_before;
+        let skipped_now = self.skipped();
+        let skipped: u64 = skipped_now.iter().zip(inner.skipped_before).map(|(now, before)| now - before).sum();
         let in_hand_off = seen.saturating_sub(dropped + skipped).saturating_sub(inner.received);
         let in_flight = inner.accounting.pending;
         inner.seen_before += seen.saturating_sub(in_hand_off + in_flight);
         inner.dropped_before += dropped;
-        inner.skipped_before += skipped;
+        inner.skipped_before = skipped_now;
         inner.received = 0;
         inner.resumed_submissions = 0;
         inner.stats = self.engine.new_stats().by_minute();
@@ -352,9 +385,13 @@ impl Live {
             *accounting.not_mirrored.entry(Cow::Borrowed(NotMirrored::MirrorQueueFull.as_str())).or_default() +=
                 dropped;
         }
-        let skipped = self.skipped.load(Ordering::Acquire).saturating_sub(skipped_before);
-        if skipped > 0 {
-            *accounting.not_mirrored.entry(Cow::Borrowed(NotMirrored::SampledOut.as_str())).or_default() += skipped;
+        let mut skipped = 0;
+        for ((why, now), before) in Skip::ALL.into_iter().zip(self.skipped()).zip(skipped_before) {
+            let count = now.saturating_sub(before);
+            if count > 0 {
+                *accounting.not_mirrored.entry(Cow::Borrowed(why.reason().as_str())).or_default() += count;
+            }
+            skipped += count;
         }
         // Handed off but not yet taken by the mirror: pending too.
         accounting.pending += seen.saturating_sub(dropped + skipped).saturating_sub(received);
@@ -372,21 +409,24 @@ mod tests {
     }
 
     #[test]
-    fn submissions_skipped_at_zero_percent_are_sampled_out_in_their_window() {
+    fn submissions_skipped_by_the_tap_are_counted_by_reason_in_their_window() {
         let live = live();
-        live.submission_skipped();
-        live.submission_skipped();
+        live.submission_skipped(Skip::SampledOut);
+        live.submission_skipped(Skip::SampledOut);
+        live.submission_skipped(Skip::ShadowBusy);
         live.submission_seen();
         let accounting = live.snapshot().accounting;
-        assert_eq!((accounting.submissions, accounting.pending), (3, 1));
+        assert_eq!((accounting.submissions, accounting.pending), (4, 1));
         assert_eq!(accounting.not_mirrored.get("sampled_out"), Some(&2));
+        assert_eq!(accounting.not_mirrored.get("shadow_busy"), Some(&1));
         assert!(accounting.balanced());
 
         live.reset();
-        live.submission_skipped();
+        live.submission_skipped(Skip::InFlightCap);
         let accounting = live.snapshot().accounting;
         assert_eq!((accounting.submissions, accounting.pending), (2, 1), "the one in the hand-off carried over");
-        assert_eq!(accounting.not_mirrored.get("sampled_out"), Some(&1));
+        assert_eq!(accounting.not_mirrored.len(), 1);
+        assert_eq!(accounting.not_mirrored.get("in_flight_cap"), Some(&1));
         assert!(accounting.balanced());
     }
 }

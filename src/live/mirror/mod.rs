@@ -32,7 +32,7 @@ use crate::live::record::Recorder;
 use crate::live::shadow::http::SubmitSlot;
 use crate::live::shadow::twice::{self, SecondRun};
 use crate::live::shadow::{ms_between, Job, Shadow, ShadowRun};
-use crate::live::state::{Live, NotMirrored};
+use crate::live::state::{Live, NotMirrored, Skip};
 use budget::Reservation;
 use observe::Observers;
 use tap::Handoff;
@@ -105,6 +105,21 @@ impl Mirror {
     /// The config it mirrors by.
     pub fn config(&self) -> &LiveConfig {
         &self.config
+    }
+
+    /// A reason it would refuse any submission now, known without the submission: sampling
+    /// at 0 %, `max_in_flight` reached, or a stalled HTTP shadow (in the order `accept`
+    /// checks them). The proxy then copies nothing.
+    pub fn refuses_all(&self) -> Option<Skip> {
+        if self.live.sampler.is_off() {
+            Some(Skip::SampledOut)
+        } else if self.in_flight.available_permits() == 0 {
+            Some(Skip::InFlightCap)
+        } else if self.shadow.stalled() {
+            Some(Skip::ShadowBusy)
+        } else {
+            None
+        }
     }
 
     /// Evaluations mirrored and not judged yet.

@@ -8,6 +8,7 @@ use hyper::Method;
 use tokio::sync::mpsc;
 
 use super::budget::{Budget, Reservation};
+use super::Mirror;
 use crate::config::live::{LiveConfig, OutcomeMode, Route};
 use crate::live::outcome;
 use crate::live::proxy::{Captured, Exchange, LegacyOutcome, Tap};
@@ -30,13 +31,21 @@ pub struct MirrorTap {
     sender: mpsc::Sender<Handoff>,
     live: Arc<Live>,
     budget: Arc<Budget>,
+    /// The mirror it feeds, asked whether it would refuse everything now.
+    mirror: Arc<Mirror>,
 }
 
 impl MirrorTap {
-    /// A tap handing exchanges to `sender`.
-    pub fn new(config: &LiveConfig, sender: mpsc::Sender<Handoff>, live: Arc<Live>, budget: Arc<Budget>) -> MirrorTap {
+    /// A tap handing exchanges to `sender`, which `mirror` drains.
+    pub fn new(
+        config: &LiveConfig,
+        sender: mpsc::Sender<Handoff>,
+        live: Arc<Live>,
+        budget: Arc<Budget>,
+        mirror: Arc<Mirror>,
+    ) -> MirrorTap {
         let observe = (config.legacy_outcome.mode == OutcomeMode::Observe).then(|| config.legacy_outcome.clone());
-        MirrorTap { routes: config.routes.clone(), observe, sender, live, budget }
+        MirrorTap { routes: config.routes.clone(), observe, sender, live, budget, mirror }
     }
 
     fn route(&self, method: &Method, path_and_query: &str) -> Option<usize> {
@@ -55,12 +64,16 @@ impl Tap for MirrorTap {
         if self.route(method, path_and_query).is_none() {
             return self.observed(method, path_and_query);
         }
-        // At 0 % (the rollback) a submission costs the client's path one count, no copy.
-        if self.live.sampler.is_off() {
-            self.live.submission_skipped();
-            return false;
+        // Where the mirror would refuse it anyway (sampling at 0 %, the rollback; the
+        // in-flight cap reached; a stalled shadow) a submission costs the client's path one
+        // count, and no copy.
+        match self.mirror.refuses_all() {
+            Some(why) => {
+                self.live.submission_skipped(why);
+                false
+            }
+            None => true,
         }
-        true
     }
 
     fn exchange(&self, exchange: Exchange) {

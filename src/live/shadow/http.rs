@@ -128,6 +128,12 @@ impl HttpShadow {
         self.submitted.load(Ordering::Relaxed)
     }
 
+    /// Whether the shadow has stalled (see [`Self::reserve`]): a submission now would be
+    /// refused.
+    pub fn stalled(&self) -> bool {
+        self.submitting.load(Ordering::Relaxed) >= self.max_submitting && self.silent_for() >= SILENCE
+    }
+
     /// Time since the shadow last answered a submission (or since it was set up).
     fn silent_for(&self) -> Duration {
         let answered = Duration::from_millis(self.answered_ms.load(Ordering::Relaxed));

@@ -150,6 +150,14 @@ impl Shadow {
         }
     }
 
+    /// Whether an HTTP shadow has stalled, so that any submission now is `shadow_busy`.
+    pub fn stalled(&self) -> bool {
+        match self {
+            Shadow::Http(shadow) => shadow.stalled(),
+            Shadow::Celery(_) => false,
+        }
+    }
+
     /// Submissions the shadow accepted.
     pub fn submitted(&self) -> u64 {
         match self {
