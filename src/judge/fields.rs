@@ -97,11 +97,18 @@ enum Step<'k> {
 
 impl FieldRates {
     /// Counts one compared evaluation: every place of either outcome not covered by
-    /// `ignore`, and the places of `differences`.
-    pub fn count(&mut self, ignore: &PatternSet, legacy: Node<'_>, shadow: Node<'_>, differences: &[Difference]) {
+    /// `ignore`, and the places of `differences`. `shadow` is `None` when the shadow's
+    /// outcome is the same document as legacy's: its places are legacy's, counted once.
+    pub fn count(
+        &mut self,
+        ignore: &PatternSet,
+        legacy: Node<'_>,
+        shadow: Option<Node<'_>>,
+        differences: &[Difference],
+    ) {
         self.serial += 1;
         let mut path = Vec::with_capacity(8);
-        for root in [legacy, shadow] {
+        for root in std::iter::once(legacy).chain(shadow) {
             self.walk(ignore, root, ROOT, &mut path);
         }
         for difference in differences {
@@ -273,11 +280,41 @@ mod tests {
 
     fn count(rates: &mut FieldRates, rules: &Rules, legacy: Value, shadow: Value) {
         let differences = diff(rules, &legacy, &shadow);
-        rates.count(&rules.ignore, Doc::from_value(&legacy).root(), Doc::from_value(&shadow).root(), &differences);
+        rates.count(
+            &rules.ignore,
+            Doc::from_value(&legacy).root(),
+            Some(Doc::from_value(&shadow).root()),
+            &differences,
+        );
     }
 
     fn table(rates: &FieldRates) -> Vec<(String, u64, u64)> {
         rates.rates().into_iter().map(|r| (r.path, r.compared, r.differed)).collect()
+    }
+
+    #[test]
+    fn the_same_document_twice_counts_as_walking_both() {
+        let outcome = json!({"stdout": "1", "tests": [{"ok": "y"}, {"ok": "n"}], "exit_code": 0});
+        let rules = Rules {
+            ignore: crate::judge::pointer::PatternSet::new(vec![Pattern::parse("/exit_code").expect("pattern")]),
+            ..Rules::default()
+        };
+        let (mut once, mut twice) = (FieldRates::default(), FieldRates::default());
+        for _ in 0..2 {
+            let doc = Doc::from_value(&outcome);
+            once.count(&rules.ignore, doc.root(), None, &[]);
+            twice.count(&rules.ignore, doc.root(), Some(doc.root()), &[]);
+        }
+        assert_eq!(table(&once), table(&twice));
+        assert_eq!(
+            table(&once),
+            [
+                ("/stdout".to_owned(), 2, 0),
+                ("/tests".to_owned(), 2, 0),
+                ("/tests/*".to_owned(), 2, 0),
+                ("/tests/*/ok".to_owned(), 2, 0)
+            ]
+        );
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl Noise {
     pub fn observe(&mut self, rules: &Rules, eval_id: &str, first: Node<'_>, second: Node<'_>) {
         let differences = compare::diff_nodes(rules, first, second);
         self.runs += 1;
-        self.places.count(&rules.ignore, first, second, &differences);
+        self.places.count(&rules.ignore, first, Some(second), &differences);
         for difference in &differences {
             keep_example(&mut self.examples, &difference.folded_path, eval_id);
         }

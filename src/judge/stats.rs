@@ -370,7 +370,9 @@ impl Stats {
         if let (SideRef::Ok { outcome: legacy, .. }, SideRef::Ok { outcome: shadow, .. }) =
             (&evaluation.legacy, &evaluation.shadow)
         {
-            self.fields.count(&self.ignore, legacy.root(), shadow.root(), differences);
+            // The same document twice has its places once: one walk counts them all.
+            let shadow = (shadow != legacy).then(|| shadow.root());
+            self.fields.count(&self.ignore, legacy.root(), shadow, differences);
         }
     }
 

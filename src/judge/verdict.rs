@@ -171,6 +171,8 @@ pub fn judge_ref(rules: &Rules, equivalences: &[Equivalence], evaluation: &Evalu
     match shadow {
         SideRef::Error { .. } => Verdict::ShadowError,
         SideRef::Lost { .. } => Verdict::ShadowLost,
+        // The same document twice differs nowhere, whatever the rules: no walk needed.
+        SideRef::Ok { outcome: shadow_outcome, .. } if shadow_outcome == legacy_outcome => Verdict::Match,
         SideRef::Ok { outcome: shadow_outcome, .. } => {
             let differences = compare::diff_nodes(rules, legacy_outcome.root(), shadow_outcome.root());
             if differences.is_empty() {
@@ -186,6 +188,7 @@ pub fn judge_ref(rules: &Rules, equivalences: &[Equivalence], evaluation: &Evalu
 mod tests {
     use super::*;
     use crate::fixture::Side;
+    use crate::judge::pointer::{Pattern, PatternSet};
     use serde_json::json;
 
     fn ok(outcome: Value) -> Side {
@@ -223,6 +226,31 @@ mod tests {
 
     fn verdict(legacy: Side, shadow: Side) -> Verdict {
         judge(&Rules::default(), &[timeout_rule()], &evaluation(legacy, shadow))
+    }
+
+    #[test]
+    fn the_same_outcome_on_both_sides_is_a_match_under_any_rules_without_a_walk() {
+        let outcome = json!({"stdout": "a\r\nb", "tests": [2, 1], "time": 0.5, "exit_code": 0});
+        let pattern = |p: &str| PatternSet::new(vec![Pattern::parse(p).expect("pattern")]);
+        let rules = Rules {
+            ignore: pattern("/exit_code"),
+            unordered: pattern("/tests"),
+            text: pattern("/stdout"),
+            float_abs: 0.1,
+            ..Rules::default()
+        };
+        let evaluation = evaluation(ok(outcome.clone()), ok(outcome.clone()));
+        assert_eq!(judge(&rules, &[], &evaluation), Verdict::Match);
+        // The walk the shortcut skips would have found nothing either.
+        assert!(compare::diff(&rules, &outcome, &outcome).is_empty());
+        // An equivalence rule is still asked first.
+        let both_timed_out = Equivalence {
+            name: "both timed out".into(),
+            legacy: vec![condition("/outcome/status", json!("timeout"))],
+            shadow: vec![condition("/outcome/status", json!("timeout"))],
+        };
+        let timed_out = self::evaluation(ok(json!({"status": "timeout"})), ok(json!({"status": "timeout"})));
+        assert_eq!(judge(&Rules::default(), &[both_timed_out], &timed_out), Verdict::Equivalent(0));
     }
 
     #[test]

@@ -198,6 +198,25 @@ impl HeldSide {
             HeldSide::Response(response) => response.view(error),
         }
     }
+
+    /// [`HeldSide::view`] beside the other system's side, already viewed as `other_view`:
+    /// where both are response bodies with the same bytes and those read as JSON, the
+    /// document read for `other` is this side's too, and the bytes are not read twice.
+    pub fn view_beside<'a>(
+        &'a self,
+        error: &'a mut Option<Side>,
+        other: &HeldSide,
+        other_view: &SideRef<'a>,
+    ) -> SideRef<'a> {
+        if let (HeldSide::Response(mine), HeldSide::Response(theirs), SideRef::Ok { outcome, .. }) =
+            (self, other, other_view)
+        {
+            if mine.body == theirs.body {
+                return SideRef::Ok { submit_ms: mine.submit_ms, outcome_ms: mine.submit_ms, outcome: outcome.clone() };
+            }
+        }
+        self.view(error)
+    }
 }
 
 #[cfg(test)]
@@ -253,6 +272,48 @@ mod tests {
         assert_eq!(bad.to_side(), expected);
         let mut error = None;
         assert_eq!(HeldSide::Response(bad).view(&mut error).to_owned_side(), expected);
+    }
+
+    #[test]
+    fn a_side_with_the_other_sides_bytes_is_read_once_and_judged_alike() {
+        let response = |body: &'static [u8], submit_ms, from| {
+            HeldSide::Response(ResponseOutcome { submit_ms, body: Bytes::from_static(body), from })
+        };
+        let body = br#"{"stdout":"1","exit_code":0}"#;
+        let legacy = response(body, 1.0, "legacy");
+        let (mut legacy_error, mut shadow_error) = (None, None);
+        let legacy_view = legacy.view(&mut legacy_error);
+
+        let same = response(body, 2.0, "shadow");
+        let shared = same.view_beside(&mut shadow_error, &legacy, &legacy_view);
+        let SideRef::Ok { outcome: shared_doc, .. } = &shared else { panic!("not read: {shared:?}") };
+        let SideRef::Ok { outcome: legacy_doc, .. } = &legacy_view else { panic!("not read: {legacy_view:?}") };
+        assert_eq!(shared_doc, legacy_doc);
+        assert_eq!(
+            shared.to_owned_side(),
+            Side::Ok { submit_ms: 2.0, outcome_ms: 2.0, outcome: json!({"stdout": "1", "exit_code": 0}) }
+        );
+
+        let other = response(br#"{"stdout":"2","exit_code":0}"#, 3.0, "shadow");
+        let mut other_error = None;
+        let own = other.view_beside(&mut other_error, &legacy, &legacy_view);
+        assert_eq!(
+            own.to_owned_side(),
+            Side::Ok { submit_ms: 3.0, outcome_ms: 3.0, outcome: json!({"stdout": "2", "exit_code": 0}) }
+        );
+
+        // The same bytes that are not JSON: each side says it of itself.
+        let (bad_legacy, bad_shadow) = (response(b"<html>", 1.0, "legacy"), response(b"<html>", 2.0, "shadow"));
+        let (mut e1, mut e2) = (None, None);
+        let bad_legacy_view = bad_legacy.view(&mut e1);
+        let bad_shadow_view = bad_shadow.view_beside(&mut e2, &bad_legacy, &bad_legacy_view);
+        assert_eq!(
+            bad_shadow_view.to_owned_side(),
+            Side::Error {
+                submit_ms: Some(2.0),
+                error: json!({"shadowdiff": "shadow response is not JSON: expected value at line 1 column 1"}),
+            }
+        );
     }
 
     #[test]

@@ -319,14 +319,16 @@ impl Mirror {
         // the form the engine keeps, only then. An owned evaluation (the request as a
         // `Value`, the wall-clock time) is built only for a recording.
         let (mut legacy_error, mut shadow_error) = (None, None);
+        let legacy_view = legacy.view(&mut legacy_error);
+        let shadow_view = shadow.view_beside(&mut shadow_error, &legacy, &legacy_view);
         let mut view = EvaluationRef {
             v: FORMAT_VERSION,
             eval_id: Cow::Borrowed(&job.eval_id),
             language: Cow::Borrowed(&job.language),
             submitted_at: None,
             request: None,
-            legacy: legacy.view(&mut legacy_error),
-            shadow: shadow.view(&mut shadow_error),
+            legacy: legacy_view,
+            shadow: shadow_view,
             double_run: double_run.map(Cow::Borrowed),
         };
         let verdict = self.live.engine().judge_ref(&view);
