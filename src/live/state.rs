@@ -275,9 +275,16 @@ impl Live {
         inner.accounting.pending += 1;
     }
 
-    /// The mirror took `took` to decide whether and where a submission is mirrored.
-    pub fn selection_took(&self, took: Duration) {
-        self.lock().selection.record_ms(took.as_secs_f64() * 1000.0);
+    /// The mirror took a submission out of the hand-off and decided in `took` whether it
+    /// is mirrored: pending now, or not mirrored for a reason (one lock for both counts).
+    pub fn selected(&self, decision: Result<(), NotMirrored>, took: Duration) {
+        let mut inner = self.lock();
+        inner.selection.record_ms(took.as_secs_f64() * 1000.0);
+        inner.received += 1;
+        match decision {
+            Ok(()) => inner.accounting.pending += 1,
+            Err(reason) => *inner.accounting.not_mirrored.entry(Cow::Borrowed(reason.as_str())).or_default() += 1,
+        }
     }
 
     /// A pending evaluation turned out not mirrored after all (the shadow was unavailable).

@@ -17,7 +17,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::config::live::{IdSource, LiveConfig, OutcomeMode, Route};
@@ -44,9 +46,42 @@ pub struct Mirror {
     shadow: Arc<Shadow>,
     client: HttpClient,
     observers: Arc<Observers>,
-    in_flight: Arc<Semaphore>,
+    in_flight: Arc<InFlight>,
     tracker: TaskTracker,
     recorder: Option<Arc<Recorder>>,
+}
+
+/// Mirrored evaluations not judged yet, under `shadow.max_in_flight`. Only ever taken
+/// without waiting, so it is a shared count rather than a semaphore, whose release takes a
+/// lock every proxy thread would share.
+struct InFlight {
+    taken: AtomicUsize,
+    max: usize,
+}
+
+impl InFlight {
+    /// A place, if one is free.
+    fn take(this: &Arc<InFlight>) -> Option<InFlightPermit> {
+        if this.taken.fetch_add(1, Ordering::AcqRel) >= this.max {
+            this.taken.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(InFlightPermit(Arc::clone(this)))
+    }
+
+    /// Whether every place is taken.
+    fn full(&self) -> bool {
+        self.taken.load(Ordering::Relaxed) >= self.max
+    }
+}
+
+/// One place in [`InFlight`], given back when dropped.
+struct InFlightPermit(Arc<InFlight>);
+
+impl Drop for InFlightPermit {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A submission that passed every check, with the legacy answer it got (kept only when
@@ -55,7 +90,7 @@ struct Accepted {
     job: Job,
     legacy_status_body: Bytes,
     submit_ms: f64,
-    permit: OwnedSemaphorePermit,
+    permit: InFlightPermit,
     reservation: Reservation,
     /// Its place among the HTTP shadow's outstanding submissions.
     slot: Option<SubmitSlot>,
@@ -73,7 +108,7 @@ impl Mirror {
         client: HttpClient,
         recorder: Option<Arc<Recorder>>,
     ) -> Mirror {
-        let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        let in_flight = Arc::new(InFlight { taken: AtomicUsize::new(0), max: config.max_in_flight });
         Mirror {
             live,
             config,
@@ -113,7 +148,7 @@ impl Mirror {
     pub fn refuses_all(&self) -> Option<Skip> {
         if self.live.sampler.is_off() {
             Some(Skip::SampledOut)
-        } else if self.in_flight.available_permits() == 0 {
+        } else if self.in_flight.full() {
             Some(Skip::InFlightCap)
         } else if self.shadow.stalled() {
             Some(Skip::ShadowBusy)
@@ -124,7 +159,7 @@ impl Mirror {
 
     /// Evaluations mirrored and not judged yet.
     pub fn in_flight(&self) -> usize {
-        self.config.max_in_flight - self.in_flight.available_permits()
+        self.in_flight.taken.load(Ordering::Relaxed).min(self.in_flight.max)
     }
 
     /// The tracker of evaluation tasks, for shutdown.
@@ -140,15 +175,11 @@ impl Mirror {
                 Handoff::Submission(route, exchange, reservation) => {
                     let deciding = Instant::now();
                     let decision = self.accept(&self.config.routes[route], exchange, reservation);
-                    self.live.selection_took(deciding.elapsed());
-                    match decision {
-                        Ok(accepted) => {
-                            self.live.mirrored();
-                            let mirror = Arc::clone(&self);
-                            // Boxed, like the proxy's captured leg: a pointer-sized task.
-                            self.tracker.spawn(Box::pin(async move { mirror.evaluate(accepted).await }));
-                        }
-                        Err(reason) => self.live.not_mirrored(reason),
+                    self.live.selected(decision.as_ref().map(|_| ()).map_err(|reason| *reason), deciding.elapsed());
+                    if let Ok(accepted) = decision {
+                        let mirror = Arc::clone(&self);
+                        // Boxed, like the proxy's captured leg: a pointer-sized task.
+                        self.tracker.spawn(Box::pin(async move { mirror.evaluate(accepted).await }));
                     }
                 }
             }
@@ -227,7 +258,7 @@ impl Mirror {
         if !self.live.breaker.allow(Instant::now()) {
             return Err(NotMirrored::BreakerOpen);
         }
-        let permit = Arc::clone(&self.in_flight).try_acquire_owned().map_err(|_| NotMirrored::InFlightCap)?;
+        let permit = InFlight::take(&self.in_flight).ok_or(NotMirrored::InFlightCap)?;
         let slot = self.shadow.reserve()?;
         let job = Job {
             eval_id,
@@ -452,5 +483,25 @@ fn has_text(document: Node<'_>, tokens: &[String]) -> bool {
         Some(Kind::String(text)) => !text.is_empty(),
         Some(Kind::Number(_)) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_places_are_taken_up_to_the_cap_and_given_back_when_dropped() {
+        let cap = Arc::new(InFlight { taken: AtomicUsize::new(0), max: 2 });
+        let first = InFlight::take(&cap).expect("a place");
+        let second = InFlight::take(&cap).expect("a place");
+        assert!(cap.full());
+        assert!(InFlight::take(&cap).is_none());
+        assert_eq!(cap.taken.load(Ordering::Relaxed), 2, "a refusal takes no place");
+        drop(first);
+        assert!(!cap.full());
+        let third = InFlight::take(&cap).expect("the place given back");
+        drop((second, third));
+        assert_eq!(cap.taken.load(Ordering::Relaxed), 0);
     }
 }

@@ -152,7 +152,11 @@ impl HttpShadow {
         let (status, body) = match sent {
             Ok(response) => {
                 let now = self.epoch.elapsed().as_millis() as u64;
-                self.answered_ms.fetch_max(now, Ordering::Relaxed);
+                // Written only when it moves: answers within the same millisecond, from any
+                // proxy thread, leave the shared line alone.
+                if self.answered_ms.load(Ordering::Relaxed) < now {
+                    self.answered_ms.fetch_max(now, Ordering::Relaxed);
+                }
                 response
             }
             Err(e) => {
