@@ -491,6 +491,35 @@ async fn a_lost_task_is_taken_out_of_either_end_of_its_queue_but_not_searched_fo
 }
 
 #[tokio::test]
+async fn lost_tasks_given_up_together_are_taken_out_together_each_answered_for_itself() {
+    let queue = new_queue("remove-many");
+    let broker = connect(config(&queue)).await;
+    let _cleanup = Cleanup::default().queue(&queue);
+    let fillers: Vec<String> = (0..REMOVE_SCAN + 50).map(|i| format!("filler-{i}")).collect();
+    let mut redis = redis();
+
+    // Ten at the tail under the fillers, ten at the head above them, and one never pushed.
+    let tail: Vec<EncodedTask> = (0..10).map(|i| trivial(&queue, 0, &format!("ev-tail-{i}"))).collect();
+    for waiter in join_all(tail.iter().map(|t| broker.submit(t))).await {
+        drop(waiter.expect("submitted"));
+    }
+    let () = redis.lpush(&queue, &fillers).expect("LPUSH");
+    let head: Vec<EncodedTask> = (0..10).map(|i| trivial(&queue, 0, &format!("ev-head-{i}"))).collect();
+    for waiter in join_all(head.iter().map(|t| broker.submit(t))).await {
+        drop(waiter.expect("submitted"));
+    }
+    let never = trivial(&queue, 0, "ev-never-pushed");
+    let all: Vec<&EncodedTask> = tail.iter().chain(&head).chain([&never]).collect();
+
+    let removed = join_all(all.iter().map(|t| broker.remove_queued(t))).await;
+    let removed: Vec<bool> = removed.into_iter().map(|r| r.expect("LPOS and LREM")).collect();
+    assert_eq!(removed, [vec![true; 20], vec![false]].concat());
+    assert_eq!(broker.queue_depth().await.expect("LLEN"), fillers.len() as u64);
+    let left: Vec<String> = redis.lrange(&queue, 0, -1).expect("LRANGE");
+    assert!(left.iter().all(|message| message.starts_with("filler-")), "only the fillers are left");
+}
+
+#[tokio::test]
 async fn a_result_stored_before_the_subscription_is_read_at_once() {
     let queue = new_queue("stored");
     // Polling so slow that only the GET right after subscribing can find the result.

@@ -37,6 +37,7 @@
 //! ```
 
 use super::redis_target::{RedisLink, RedisSpec, RedisTarget};
+use super::remove::Remover;
 use super::results::{Hub, ResultReader};
 use super::submit::Submitter;
 use super::{encode_revoke, validate_envelope, EncodedTask, PriorityLayout, RevokeRequest};
@@ -98,6 +99,7 @@ struct Inner {
     broker_db: u32,
     reader: ResultReader,
     submitter: Submitter,
+    remover: Remover,
 }
 
 impl std::fmt::Debug for CeleryBroker {
@@ -131,8 +133,17 @@ impl CeleryBroker {
             config.late_result_watch,
         );
         let submitter = Submitter::start(reader.hub(), broker.clone(), reader.link());
+        let remover = Remover::start(broker.clone());
         Ok(CeleryBroker {
-            inner: Arc::new(Inner { queue: config.queue, layout: config.layout, broker, broker_db, reader, submitter }),
+            inner: Arc::new(Inner {
+                queue: config.queue,
+                layout: config.layout,
+                broker,
+                broker_db,
+                reader,
+                submitter,
+                remover,
+            }),
         })
     }
 
@@ -200,24 +211,9 @@ impl CeleryBroker {
     /// milliseconds each time. A task further inside stays queued, and its `expires`
     /// makes the worker that takes it discard it.
     pub async fn remove_queued(&self, task: &EncodedTask) -> Result<bool, BrokerError> {
-        let mut broker = self.inner.broker.clone();
-        let near = |rank| redis::LposOptions::default().rank(rank).maxlen(REMOVE_SCAN);
-        let (at_tail, at_head): (Option<i64>, Option<i64>) = redis::pipe()
-            .lpos(&task.list_key, &task.envelope, near(-1))
-            .lpos(&task.list_key, &task.envelope, near(1))
-            .query_async(&mut broker)
-            .await
-            .map_err(BrokerError::unavailable(BROKER, format!("LPOS {:?}", task.list_key)))?;
-        let from = match (at_tail, at_head) {
-            (Some(_), _) => -1,
-            (None, Some(_)) => 1,
-            (None, None) => return Ok(false),
-        };
-        let removed: u64 = broker
-            .lrem(&task.list_key, from, &task.envelope)
-            .await
-            .map_err(BrokerError::unavailable(BROKER, format!("LREM {:?}", task.list_key)))?;
-        Ok(removed > 0)
+        // With the tasks given up at the same moment: two round trips for all of them
+        // (`src/celery/remove.rs`).
+        self.inner.remover.remove(&task.list_key, &task.envelope).await
     }
 
     /// Stops watching `task_id`'s result key (see [`BrokerConfig::late_result_watch`]),

@@ -64,6 +64,7 @@ mod message;
 mod pyjson;
 mod pyrepr;
 pub mod redis_target;
+mod remove;
 mod result;
 mod results;
 mod revoke;
