@@ -373,7 +373,16 @@ impl Checker<'_> {
             self.add(key, format!("must be a finite number >= 0, got {value}"));
             return None;
         }
-        (value > 0.0).then(|| Duration::from_secs_f64(value))
+        if value == 0.0 {
+            return None;
+        }
+        match Duration::try_from_secs_f64(value) {
+            Ok(duration) => Some(duration),
+            Err(_) => {
+                self.add(key, format!("is too large: {value:e} seconds"));
+                None
+            }
+        }
     }
 }
 
@@ -726,6 +735,20 @@ mod tests {
                 "shadow.http.max_connections: must be at least 1",
                 "shadow.http.drop_headers[1]: \"bad name\" is not a valid header name",
                 "shadow.http.set_headers.authorization: is not a valid header value (visible ASCII only)",
+            ]
+        );
+    }
+
+    #[test]
+    fn seconds_too_large_for_a_duration_are_refused_by_name() {
+        let found = problems(
+            "[shadow]\nkind = \"celery\"\n[shadow.celery]\nbroker_url = \"redis://127.0.0.1:6379/0\"\nqueue = \"q\"\ntask = \"t\"\nexpires_s = 1e300\nlate_result_watch_s = -1\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "shadow.celery.expires_s: is too large: 1e300 seconds",
+                "shadow.celery.late_result_watch_s: must be a finite number >= 0, got -1",
             ]
         );
     }
