@@ -53,6 +53,9 @@ use pace::{Pace, Pacer};
 use plan::Planned;
 use progress::{Counters, Display};
 
+/// Far enough to mean never, near enough for an `Instant` to hold.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How long a rail is waited on before it is asked again.
 const RAIL_RECHECK: Duration = Duration::from_millis(50);
 /// Time between two samples of the queue depth and counts.
@@ -190,7 +193,8 @@ pub async fn run(
         let due = pacer.due(index as u64, planned.recorded_at);
         tokio::select! {
             () = signals.stop.cancelled() => break,
-            () = tokio::time::sleep_until((started + due).into()) => {}
+            // A due time past what an Instant holds (a pace far too slow) waits for Ctrl-C.
+            () = tokio::time::sleep_until(started.checked_add(due).unwrap_or(started + FOREVER).into()) => {}
         }
         let mut was_held = false;
         // The in-flight cap (`--concurrency`).

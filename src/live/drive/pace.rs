@@ -67,17 +67,19 @@ impl Pacer {
     /// an evaluation without one goes right after the one before).
     pub fn due(&mut self, index: u64, recorded: Option<Duration>) -> Duration {
         let base = match self.pace {
-            Pace::Rate(rate) => Duration::from_secs_f64(index as f64 / rate),
+            // Beyond what a Duration holds (a rate far below one a year) is never.
+            Pace::Rate(rate) => Duration::try_from_secs_f64(index as f64 / rate).unwrap_or(Duration::MAX),
             Pace::Speed(factor) => match recorded {
                 Some(at) => {
                     let first = *self.first_recorded.get_or_insert(at);
-                    at.saturating_sub(first).div_f64(factor)
+                    Duration::try_from_secs_f64(at.saturating_sub(first).as_secs_f64() / factor)
+                        .unwrap_or(Duration::MAX)
                 }
                 None => Duration::ZERO,
             },
             Pace::Unpaced => Duration::ZERO,
         };
-        let due = (base + self.shift).max(self.last_due);
+        let due = base.saturating_add(self.shift).max(self.last_due);
         self.last_due = due;
         due
     }
@@ -86,7 +88,7 @@ impl Pacer {
     /// safety rail held it: every later one moves by the same delay.
     pub fn held(&mut self, due: Duration, sent: Duration) {
         if let Some(delay) = sent.checked_sub(due) {
-            self.shift += delay;
+            self.shift = self.shift.saturating_add(delay);
             self.last_due = self.last_due.max(sent);
         }
     }
@@ -184,6 +186,18 @@ mod tests {
         assert_eq!(due, [ms(0), ms(5), ms(10), ms(15)]);
         // 2000 at 200/s: the last is due just before 10 s.
         assert_eq!(Pacer::new(Pace::Rate(200.0)).due(1999, None), ms(9995));
+    }
+
+    #[test]
+    fn a_pace_too_slow_for_a_duration_is_due_never_rather_than_a_panic() {
+        let mut pacer = Pacer::new(Pace::Rate(1e-300));
+        assert_eq!(pacer.due(0, None), ms(0));
+        assert_eq!(pacer.due(1, None), Duration::MAX);
+        pacer.held(ms(0), ms(10));
+        assert_eq!(pacer.due(2, None), Duration::MAX);
+        let mut pacer = Pacer::new(Pace::Speed(1e-300));
+        assert_eq!(pacer.due(0, Some(ms(1_000))), ms(0));
+        assert_eq!(pacer.due(1, Some(ms(2_000))), Duration::MAX);
     }
 
     #[test]
