@@ -542,6 +542,51 @@ async fn a_result_stored_before_the_subscription_is_read_at_once() {
 
 /// Writes a state as a worker does: `SETEX` and `PUBLISH` in one transaction; returns how
 /// many subscribers received the publish.
+#[tokio::test]
+async fn results_read_and_deleted_together_each_get_their_own_answer() {
+    let queue = new_queue("keys");
+    // Pub/sub holds, so nothing is read until the deadline's last look at each key.
+    let broker =
+        connect(BrokerConfig { result_poll_interval: Duration::from_secs(60), delete_results: true, ..config(&queue) })
+            .await;
+    let tasks: Vec<EncodedTask> = (0..21).map(|i| trivial(&queue, 0, &format!("ev-keys-{i}"))).collect();
+    let _cleanup = Cleanup::default().queue(&queue).results(&tasks);
+    let waiters: Vec<_> = join_all(tasks.iter().map(|t| broker.submit(t))).await;
+    // Written after the subscriptions and never published: ten results, one key of another
+    // type, ten with nothing.
+    let mut redis = redis();
+    for task in &tasks[..10] {
+        let stored = json!({"status": "SUCCESS", "result": task.task_id, "traceback": null, "children": [],
+            "date_done": "2026-12-07T02:00:00.000000+00:00", "task_id": task.task_id});
+        let () = redis.set_ex(result_key(&task.task_id), stored.to_string(), 60).expect("SETEX");
+    }
+    let () = redis.rpush(result_key(&tasks[10].task_id), "not a string").expect("RPUSH");
+
+    let outcomes = join_all(waiters.into_iter().map(|w| w.expect("submitted").wait(Duration::from_millis(300)))).await;
+
+    for (task, outcome) in tasks[..10].iter().zip(&outcomes) {
+        match outcome {
+            Ok(WaitOutcome::Final { result, retries_seen: 0 }) => {
+                assert_eq!(result.state, TaskState::Success(json!(task.task_id)));
+            }
+            other => panic!("{}: {other:?}", task.task_id),
+        }
+    }
+    match &outcomes[10] {
+        Err(BrokerError::Unavailable { action, .. }) => {
+            assert_eq!(action, &format!("GET {:?}", result_key(&tasks[10].task_id)));
+        }
+        other => panic!("the key of another type: {other:?}"),
+    }
+    for outcome in &outcomes[11..] {
+        assert_eq!(outcome.as_ref().expect("no error"), &WaitOutcome::Lost { last_state: None, retries_seen: 0 });
+    }
+    // The results read were deleted; the key of another type was left alone.
+    let keys: Vec<String> = tasks[..11].iter().map(|t| result_key(&t.task_id)).collect();
+    let left: usize = redis.exists(&keys).expect("EXISTS");
+    assert_eq!(left, 1);
+}
+
 fn write_state(task: &EncodedTask, status: &str, result: Value) -> u32 {
     let date_done = if matches!(status, "SUCCESS" | "FAILURE" | "REVOKED") {
         json!("2026-11-28T15:38:24.228909+00:00")

@@ -60,6 +60,7 @@ pub mod broker;
 mod error;
 mod isotime;
 mod janitor;
+mod keys;
 mod message;
 mod pyjson;
 mod pyrepr;

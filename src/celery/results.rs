@@ -17,6 +17,7 @@
 //! longer needed are unsubscribed in batches by another background task.
 
 use super::error::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
+use super::keys::Keys;
 use super::redis_target::{RedisLink, RedisTarget};
 use super::{parse_result, result_key, task_id_from_channel, TaskResult};
 use futures_util::StreamExt as _;
@@ -379,6 +380,8 @@ async fn resubscribe(sink: PubSubSink, channels: Vec<String>) {
 pub(super) struct ResultReader {
     hub: Arc<Hub>,
     results: RedisLink,
+    /// `GET`s and `DEL`s of result keys, sent in batches (`src/celery/keys.rs`).
+    keys: Keys,
     /// The result backend's database number, for the misplaced-key warning.
     result_db: i64,
     delete_results: bool,
@@ -398,7 +401,8 @@ impl ResultReader {
         late_watch: Duration,
     ) -> Self {
         let poll_interval = poll.max(MIN_POLL_INTERVAL);
-        let reader = ResultReader { hub, results, result_db, delete_results, poll_interval, late_watch };
+        let keys = Keys::start(results.clone());
+        let reader = ResultReader { hub, results, keys, result_db, delete_results, poll_interval, late_watch };
         tokio::spawn(super::janitor::run(Arc::downgrade(&reader.hub), reader.results.clone(), janitor));
         reader
     }
@@ -493,19 +497,15 @@ impl ResultReader {
         self.hub.stats()
     }
 
+    /// The result key's value, if any; with the other reads and deletes of the moment.
     async fn get(&self, task_id: &str) -> Result<Option<Vec<u8>>, BrokerError> {
-        let key = result_key(task_id);
-        let mut results = self.results.clone();
-        results.get(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("GET {key:?}")))
+        self.keys.get(result_key(task_id)).await
     }
 
-    /// Deletes the result key; returns whether there was one.
+    /// Deletes the result key; returns whether there was one. With the other reads and
+    /// deletes of the moment.
     async fn delete(&self, task_id: &str) -> Result<bool, BrokerError> {
-        let key = result_key(task_id);
-        let mut results = self.results.clone();
-        let deleted: u64 =
-            results.del(&key).await.map_err(BrokerError::unavailable(RESULT_BACKEND, format!("DEL {key:?}")))?;
-        Ok(deleted > 0)
+        self.keys.delete(result_key(task_id)).await
     }
 
     async fn exists(&self, task_id: &str) -> Result<bool, BrokerError> {
