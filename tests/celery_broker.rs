@@ -462,12 +462,19 @@ async fn a_waiter_sends_nothing_while_its_subscription_holds() {
     assert_eq!(broker.queue_depth().await.expect("LLEN"), 20);
 }
 
+/// A queue of its own for removal tests, its broker, its cleanup, and enough filler
+/// messages to push a task deeper than `REMOVE_SCAN`.
+async fn removal_setup(what: &str) -> (String, CeleryBroker, Cleanup, Vec<String>) {
+    let queue = new_queue(what);
+    let broker = connect(config(&queue)).await;
+    let cleanup = Cleanup::default().queue(&queue);
+    let fillers = (0..REMOVE_SCAN + 50).map(|i| format!("filler-{i}")).collect();
+    (queue, broker, cleanup, fillers)
+}
+
 #[tokio::test]
 async fn a_lost_task_is_taken_out_of_either_end_of_its_queue_but_not_searched_for_deep_inside() {
-    let queue = new_queue("remove");
-    let broker = connect(config(&queue)).await;
-    let _cleanup = Cleanup::default().queue(&queue);
-    let fillers: Vec<String> = (0..REMOVE_SCAN + 50).map(|i| format!("filler-{i}")).collect();
+    let (queue, broker, _cleanup, fillers) = removal_setup("remove").await;
     let mut redis = redis();
 
     // At the tail, where workers take from: pushed before everything else.
@@ -492,10 +499,7 @@ async fn a_lost_task_is_taken_out_of_either_end_of_its_queue_but_not_searched_fo
 
 #[tokio::test]
 async fn lost_tasks_given_up_together_are_taken_out_together_each_answered_for_itself() {
-    let queue = new_queue("remove-many");
-    let broker = connect(config(&queue)).await;
-    let _cleanup = Cleanup::default().queue(&queue);
-    let fillers: Vec<String> = (0..REMOVE_SCAN + 50).map(|i| format!("filler-{i}")).collect();
+    let (queue, broker, _cleanup, fillers) = removal_setup("remove-many").await;
     let mut redis = redis();
 
     // Ten at the tail under the fillers, ten at the head above them, and one never pushed.

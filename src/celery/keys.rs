@@ -5,6 +5,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{stopped, Batcher};
 use super::error::{BrokerError, RESULT_BACKEND};
 use super::redis_target::RedisLink;
 
@@ -29,39 +30,29 @@ struct Request {
 /// The sending half, held by the result reader. The batcher ends when it is dropped.
 #[derive(Clone)]
 pub(super) struct Keys {
-    queue: mpsc::Sender<Request>,
+    batcher: Batcher<Request>,
 }
 
 impl Keys {
     /// Starts the batcher on the result backend's connection.
     pub(super) fn start(results: RedisLink) -> Keys {
-        let (queue, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(run(results, requests));
-        Keys { queue }
+        Keys { batcher: Batcher::start(QUEUE, |requests| run(results, requests)) }
     }
 
     /// `GET key`, with the other commands asked for at the same moment.
     pub(super) async fn get(&self, key: String) -> Result<Option<Vec<u8>>, BrokerError> {
-        let (reply, answer) = oneshot::channel();
         let action = format!("GET {key:?}");
-        self.queue.send(Request { key, op: Op::Get(reply) }).await.map_err(|_| gone(&action))?;
-        answer.await.map_err(|_| gone(&action))?
+        self.batcher
+            .ask(|reply| Request { key, op: Op::Get(reply) }, || stopped(RESULT_BACKEND, action.clone(), "result-key"))
+            .await
     }
 
     /// `DEL key`, with the other commands asked for at the same moment; whether it existed.
     pub(super) async fn delete(&self, key: String) -> Result<bool, BrokerError> {
-        let (reply, answer) = oneshot::channel();
         let action = format!("DEL {key:?}");
-        self.queue.send(Request { key, op: Op::Del(reply) }).await.map_err(|_| gone(&action))?;
-        answer.await.map_err(|_| gone(&action))?
-    }
-}
-
-fn gone(action: &str) -> BrokerError {
-    BrokerError::Unavailable {
-        which: RESULT_BACKEND,
-        action: action.to_owned(),
-        source: std::io::Error::other("the result-key task has stopped").into(),
+        self.batcher
+            .ask(|reply| Request { key, op: Op::Del(reply) }, || stopped(RESULT_BACKEND, action.clone(), "result-key"))
+            .await
     }
 }
 

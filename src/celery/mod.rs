@@ -56,6 +56,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 pub mod broker;
 mod error;
 mod isotime;

@@ -9,6 +9,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{stopped, Batcher};
 use super::broker::REMOVE_SCAN;
 use super::error::{BrokerError, BROKER};
 use super::redis_target::RedisLink;
@@ -28,29 +29,20 @@ struct Removal {
 /// The sending half, held by the broker client. The batcher ends when it is dropped.
 #[derive(Clone)]
 pub(super) struct Remover {
-    queue: mpsc::Sender<Removal>,
+    batcher: Batcher<Removal>,
 }
 
 impl Remover {
     /// Starts the batcher.
     pub(super) fn start(broker: RedisLink) -> Remover {
-        let (queue, removals) = mpsc::channel(QUEUE);
-        tokio::spawn(run(broker, removals));
-        Remover { queue }
+        Remover { batcher: Batcher::start(QUEUE, |removals| run(broker, removals)) }
     }
 
     /// Hands the message to the batcher and waits for its batch: whether it was found and
     /// taken out.
     pub(super) async fn remove(&self, list_key: &str, envelope: &str) -> Result<bool, BrokerError> {
-        let (reply, answer) = oneshot::channel();
-        let removal = Removal { list_key: list_key.to_owned(), envelope: envelope.to_owned(), reply };
-        let gone = || BrokerError::Unavailable {
-            which: BROKER,
-            action: format!("LPOS {list_key:?}"),
-            source: std::io::Error::other("the removing task has stopped").into(),
-        };
-        self.queue.send(removal).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        let removal = |reply| Removal { list_key: list_key.to_owned(), envelope: envelope.to_owned(), reply };
+        self.batcher.ask(removal, || stopped(BROKER, format!("LPOS {list_key:?}"), "removing")).await
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
+use super::batch::{stopped, Batcher};
 use super::error::{BrokerError, BROKER};
 use super::redis_target::RedisLink;
 use super::result_key;
@@ -49,33 +50,24 @@ pub(super) struct Pushed {
 /// The sending half, held by the broker client. The batcher ends when it is dropped.
 #[derive(Clone)]
 pub(super) struct Submitter {
-    queue: mpsc::Sender<Submission>,
+    batcher: Batcher<Submission>,
 }
 
 impl Submitter {
     /// Starts the batcher.
     pub(super) fn start(hub: Arc<Hub>, broker: RedisLink, results: RedisLink) -> Submitter {
-        let (queue, submissions) = mpsc::channel(QUEUE);
-        tokio::spawn(run(hub, broker, results, submissions));
-        Submitter { queue }
+        Submitter { batcher: Batcher::start(QUEUE, |submissions| run(hub, broker, results, submissions)) }
     }
 
     /// Hands `submission` to the batcher and waits until its batch was sent.
     pub(super) async fn push(&self, task_id: &str, list_key: &str, envelope: &str) -> Result<Pushed, BrokerError> {
-        let (reply, answer) = oneshot::channel();
-        let submission = Submission {
+        let submission = |reply| Submission {
             task_id: task_id.to_owned(),
             list_key: list_key.to_owned(),
             envelope: envelope.to_owned(),
             reply,
         };
-        let gone = || BrokerError::Unavailable {
-            which: BROKER,
-            action: format!("LPUSH {list_key:?}"),
-            source: std::io::Error::other("the submitting task has stopped").into(),
-        };
-        self.queue.send(submission).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+        self.batcher.ask(submission, || stopped(BROKER, format!("LPUSH {list_key:?}"), "submitting")).await
     }
 }
 
