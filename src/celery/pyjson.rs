@@ -30,9 +30,31 @@ impl<'a> Py<'a> {
 
 /// `json.dumps(value)`.
 pub(crate) fn dumps(value: &Py<'_>) -> String {
-    let mut out = String::new();
+    // Sized once for the usual text: a task message is written without a reallocation.
+    let mut out = String::with_capacity(rough_len(value));
     write_py(&mut out, value);
     out
+}
+
+/// About how long `value`'s text is when nothing in it needs an escape (a little more,
+/// for the punctuation).
+fn rough_len(value: &Py<'_>) -> usize {
+    match value {
+        Py::Null | Py::Bool(_) | Py::Int(_) | Py::Float(_) => 24,
+        Py::Str(s) => s.len() + 2,
+        Py::List(items) => items.iter().map(|item| rough_len(item) + 2).sum::<usize>() + 2,
+        Py::Object(members) => members.iter().map(|(key, item)| key.len() + rough_len(item) + 6).sum::<usize>() + 2,
+        Py::Json(v) => rough_value_len(v),
+    }
+}
+
+fn rough_value_len(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 24,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => items.iter().map(|item| rough_value_len(item) + 2).sum::<usize>() + 2,
+        Value::Object(map) => map.iter().map(|(key, item)| key.len() + rough_value_len(item) + 6).sum::<usize>() + 2,
+    }
 }
 
 fn write_py(out: &mut String, value: &Py<'_>) {
@@ -108,8 +130,8 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
     // Runs of characters that stay as they are are copied whole.
     let mut plain_from = 0;
-    let mut at = 0;
     let bytes = s.as_bytes();
+    let mut at = plain_run_end(bytes, 0);
     while at < bytes.len() {
         let escape = match bytes[at] {
             b'"' => "\\\"",
@@ -119,10 +141,6 @@ fn write_str(out: &mut String, s: &str) {
             b'\t' => "\\t",
             0x08 => "\\b",
             0x0c => "\\f",
-            b' '..=b'~' => {
-                at += 1;
-                continue;
-            }
             _ => "",
         };
         out.push_str(&s[plain_from..at]);
@@ -139,9 +157,47 @@ fn write_str(out: &mut String, s: &str) {
             at += 1;
         }
         plain_from = at;
+        at = plain_run_end(bytes, at);
     }
     out.push_str(&s[plain_from..]);
     out.push('"');
+}
+
+/// Whether a byte stays as it is in a string literal: printable ASCII but `"` and `\`.
+fn is_plain(byte: u8) -> bool {
+    matches!(byte, b' '..=b'~') && byte != b'"' && byte != b'\\'
+}
+
+/// The end of the run of plain bytes from `at`: the first byte to escape, or the end.
+///
+/// Eight bytes are looked at together while none of them needs an escape (most of a task
+/// message: base64, identifiers, ASCII code). A word "may need one" when one of its bytes
+/// is below `' '`, above `'~'`, `"` or `\`; the tests are exact for the first such byte
+/// and may flag the bytes after it, which the byte-by-byte loop then sorts out.
+fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// A byte of `word` is zero.
+    fn zero_byte(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGH
+    }
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let above_tilde = (word.wrapping_add(ONES) | word) & HIGH;
+        let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+        if control | above_tilde | quote | backslash != 0 {
+            break;
+        }
+        at += 8;
+    }
+    while at < bytes.len() && is_plain(bytes[at]) {
+        at += 1;
+    }
+    at
 }
 
 /// JSON float as `json.dumps` writes it (`NaN` and `Infinity` included, as Python does).
@@ -257,6 +313,58 @@ mod tests {
             dumps(&Py::Json(&v)),
             r#"["a\"b\\c", "\n\r\t\b\f", "\u0001\u001f\u007f", "h\u00e9llo", "\ud83d\ude00", "~ "]"#
         );
+    }
+
+    /// `ensure_ascii` escaping one character at a time: what the word-at-a-time scan of
+    /// [`write_str`] must agree with.
+    fn escaped_one_by_one(s: &str) -> String {
+        let mut out = String::from('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                ' '..='~' => out.push(c),
+                _ => {
+                    for unit in c.encode_utf16(&mut [0u16; 2]) {
+                        let _ = write!(out, "\\u{unit:04x}");
+                    }
+                }
+            }
+        }
+        out.push('"');
+        out
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_escapes_every_character_wherever_it_is() {
+        let specials: Vec<char> =
+            (0u8..=0x7f).map(char::from).chain(['\u{80}', 'é', '\u{7ff}', '\u{800}', '日', '\u{fffd}', '😀']).collect();
+        let check = |s: &str| {
+            let mut out = String::new();
+            write_str(&mut out, s);
+            assert_eq!(out, escaped_one_by_one(s), "{s:?}");
+        };
+        // Each character at each place of strings up to three words long.
+        for len in 1..=24 {
+            for at in 0..len {
+                for &special in &specials {
+                    check(&(0..len).map(|i| if i == at { special } else { 'a' }).collect::<String>());
+                }
+            }
+        }
+        // Two in one word, and runs of one kind.
+        for &first in &specials {
+            for &second in &['"', '\\', '\u{1f}', '\u{7f}', 'é', '~', ' '] {
+                check(&format!("abc{first}de{second}fghijklmnop{first}"));
+            }
+            check(&first.to_string().repeat(17));
+        }
+        check("");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! by the closing brackets still open). These headers are for logs and monitoring only;
 //! the worker never reads them back.
 
+use std::borrow::Cow;
+
 use super::pyjson::number_repr;
 use serde_json::Value;
 
@@ -103,7 +105,7 @@ fn push_dict<'a>(toks: &mut Vec<Tok<'a>>, items: impl Iterator<Item = (&'a str, 
 /// any other token is replaced by `, ...` followed by the closing brackets of the
 /// containers already written open.
 fn render(toks: &[Tok<'_>], maxlen: usize) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(maxlen.min(256));
     let mut budget = maxlen;
     let mut open: Vec<&'static str> = Vec::new();
     for tok in toks {
@@ -119,35 +121,45 @@ fn render(toks: &[Tok<'_>], maxlen: usize) -> String {
             }
             return out;
         }
-        let text = match tok {
+        // Each token is written in place; the budget counts its characters.
+        let start = out.len();
+        match tok {
             Tok::Open(s, close) => {
                 open.push(close);
-                (*s).to_owned()
+                out.push_str(s);
             }
             Tok::Close(s) => {
                 open.pop();
-                (*s).to_owned()
+                out.push_str(s);
             }
-            Tok::Sep(s) => (*s).to_owned(),
-            Tok::Marker(s) => s.clone(),
-            Tok::Quoted(s) => format!("'{}'", truncate(s, budget).replace('\'', "\\'")),
-            Tok::Plain(s) => truncate(s, budget),
-        };
-        budget = budget.saturating_sub(text.chars().count());
-        out.push_str(&text);
+            Tok::Sep(s) => out.push_str(s),
+            Tok::Marker(s) => out.push_str(s),
+            Tok::Quoted(s) => {
+                out.push('\'');
+                for (i, part) in truncate(s, budget).split('\'').enumerate() {
+                    if i > 0 {
+                        out.push_str("\\'");
+                    }
+                    out.push_str(part);
+                }
+                out.push('\'');
+            }
+            Tok::Plain(s) => out.push_str(&truncate(s, budget)),
+        }
+        budget = budget.saturating_sub(out[start..].chars().count());
     }
     out
 }
 
 /// Celery's `truncate(s, maxlen)`: when `s` has `maxlen` characters or more, keep the
 /// first `maxlen`, drop from their last space on, and add `...`.
-fn truncate(s: &str, maxlen: usize) -> String {
+fn truncate(s: &str, maxlen: usize) -> Cow<'_, str> {
     if s.chars().count() < maxlen {
-        return s.to_owned();
+        return Cow::Borrowed(s);
     }
     let head: String = s.chars().take(maxlen).collect();
     let kept = head.rsplit_once(' ').map_or(head.as_str(), |(before, _)| before);
-    format!("{kept}...")
+    Cow::Owned(format!("{kept}..."))
 }
 
 #[cfg(test)]
