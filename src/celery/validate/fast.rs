@@ -5,6 +5,7 @@
 //! field, duplicate keys, bad JSON) sends the envelope to the full validator, which finds
 //! and names the fault. Members it does not check are skipped, as a worker ignores them.
 
+use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -15,15 +16,31 @@ use base64::Engine as _;
 
 /// Whether `bytes` is certainly a valid task envelope.
 pub(super) fn accepts(bytes: &[u8]) -> bool {
-    // Strings the parse below skips are not checked for UTF-8; the full parse would.
-    std::str::from_utf8(bytes).is_ok()
-        && bytes.trim_ascii_start().starts_with(b"{")
-        && serde_json::from_slice::<Envelope>(bytes).is_ok_and(|e| e.valid())
+    // UTF-8 checked once for the whole text (the full parse would refuse it otherwise);
+    // the parse below then reads it as text and checks no string again.
+    std::str::from_utf8(bytes).is_ok_and(|text| {
+        text.trim_ascii_start().starts_with('{') && serde_json::from_str::<Envelope>(text).is_ok_and(|e| e.valid())
+    })
 }
 
-/// `raw` read as `T`, if it is an object (a derived struct would also take a list).
-fn object<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
-    raw.get().starts_with('{').then(|| serde_json::from_str(raw.get()).ok()).flatten()
+/// A member read as `T` only if it is an object (a derived struct would also take a list),
+/// in the same pass as the rest of the envelope.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Members<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, members: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(members)).map(Obj)
+            }
+        }
+        d.deserialize_map(Members(std::marker::PhantomData))
+    }
 }
 
 /// A member kept as its text, `Some` also when it is `null`.
@@ -40,9 +57,9 @@ struct Envelope<'a> {
     #[serde(rename = "content-encoding", default, borrow, deserialize_with = "present")]
     content_encoding: Raw<'a>,
     #[serde(borrow)]
-    headers: Option<&'a RawValue>,
+    headers: Option<Obj<Headers<'a>>>,
     #[serde(borrow)]
-    properties: Option<&'a RawValue>,
+    properties: Option<Obj<Properties<'a>>>,
     #[serde(borrow)]
     body: Option<&'a str>,
 }
@@ -68,7 +85,7 @@ struct Properties<'a> {
     #[serde(borrow)]
     delivery_tag: Option<&'a str>,
     #[serde(borrow)]
-    delivery_info: Option<&'a RawValue>,
+    delivery_info: Option<Obj<DeliveryInfo<'a>>>,
     #[serde(default, borrow, deserialize_with = "present")]
     priority: Raw<'a>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -85,13 +102,11 @@ struct DeliveryInfo<'a> {
 
 impl Envelope<'_> {
     fn valid(&self) -> bool {
-        let (Some(headers), Some(properties), Some(body)) = (self.headers, self.properties, self.body) else {
+        let (Some(Obj(headers)), Some(Obj(properties)), Some(body)) = (&self.headers, &self.properties, self.body)
+        else {
             return false;
         };
-        let (Some(headers), Some(properties)) = (object::<Headers>(headers), object::<Properties>(properties)) else {
-            return false;
-        };
-        let Some(info) = properties.delivery_info.and_then(object::<DeliveryInfo>) else { return false };
+        let Some(Obj(info)) = &properties.delivery_info else { return false };
         let base64 = match properties.body_encoding.map(RawValue::get) {
             None | Some("null") => false,
             Some("\"base64\"") => true,
@@ -129,7 +144,11 @@ fn body_shape(body: &str, base64: bool) -> bool {
     #[allow(dead_code)]
     struct Body(AnyList, AnyObject, Option<AnyObject>);
     if base64 {
-        BASE64.decode(body).is_ok_and(|text| serde_json::from_slice::<Body>(&text).is_ok())
+        // Text, as the worker decodes it before parsing (the strings skipped below are
+        // not checked on their own).
+        BASE64
+            .decode(body)
+            .is_ok_and(|bytes| std::str::from_utf8(&bytes).is_ok_and(|text| serde_json::from_str::<Body>(text).is_ok()))
     } else {
         serde_json::from_str::<Body>(body).is_ok()
     }
