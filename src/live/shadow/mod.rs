@@ -16,8 +16,8 @@ use bytes::Bytes;
 use hyper::{HeaderMap, Method};
 use serde_json::Value;
 
+use crate::fixture::json::{Doc, Kind};
 use crate::fixture::Side;
-use crate::judge::pointer;
 use crate::live::mirror::budget::Reservation;
 use crate::live::outcome::ResponseOutcome;
 use crate::live::state::NotMirrored;
@@ -56,10 +56,11 @@ impl Job {
 
     /// The code to run, read from the body at the route's pointer.
     pub fn code(&self) -> Option<String> {
-        let tokens: Vec<&str> = self.code_pointer.iter().map(String::as_str).collect();
-        match pointer::lookup(&self.request(), &tokens)? {
-            Value::String(text) => Some(text.clone()),
-            Value::Number(n) => Some(n.to_string()),
+        // The mirror's own reader: it takes exactly what serde_json does, faster.
+        let document = Doc::parse(&self.body).ok()?;
+        match document.root().lookup(&self.code_pointer)?.kind() {
+            Kind::String(text) => Some(text.to_owned()),
+            Kind::Number(n) => Some(n.to_string()),
             _ => None,
         }
     }
@@ -188,4 +189,52 @@ impl Shadow {
 /// Milliseconds between two instants.
 pub fn ms_between(start: Instant, end: Instant) -> f64 {
     end.saturating_duration_since(start).as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(pointer: &[&str], body: &'static str) -> Job {
+        Job {
+            eval_id: "e-1".into(),
+            language: "python".into(),
+            code_pointer: pointer.iter().map(|token| (*token).to_owned()).collect(),
+            method: Method::POST,
+            path: "/evaluations".into(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            received_at: Instant::now(),
+        }
+    }
+
+    /// The code as read from a `serde_json` document, which [`Job::code`] must agree with.
+    fn code_from_value(job: &Job) -> Option<String> {
+        let tokens: Vec<&str> = job.code_pointer.iter().map(String::as_str).collect();
+        match crate::judge::pointer::lookup(&job.request(), &tokens)? {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_code_is_read_as_serde_json_reads_it() {
+        let cases: [(&[&str], &str, Option<&str>); 9] = [
+            (&["code"], r#"{"code": "print(1)\n\u00e9\ud83d\ude00\"q\""}"#, Some("print(1)\né😀\"q\"")),
+            (&["code"], r#"{"code": 1e2}"#, Some("100.0")),
+            (&["code"], r#"{"code": -7}"#, Some("-7")),
+            (&["code"], r#"{"code": "first", "code": "last"}"#, Some("last")),
+            (&["job", "1", "src"], r#"{"job": [{}, {"src": "x = 1"}]}"#, Some("x = 1")),
+            (&["code"], r#"{"code": ["not", "text"]}"#, None),
+            (&["code"], r#"{"other": "x"}"#, None),
+            (&["code"], r#"{"code": "unterminated"#, None),
+            (&["code"], "not json", None),
+        ];
+        for (pointer, body, want) in cases {
+            let job = job(pointer, body);
+            assert_eq!(job.code().as_deref(), want, "{body}");
+            assert_eq!(job.code(), code_from_value(&job), "{body}");
+        }
+    }
 }
