@@ -403,7 +403,7 @@ impl ResultReader {
         let poll_interval = poll.max(MIN_POLL_INTERVAL);
         let keys = Keys::start(results.clone());
         let reader = ResultReader { hub, results, keys, result_db, delete_results, poll_interval, late_watch };
-        tokio::spawn(super::janitor::run(Arc::downgrade(&reader.hub), reader.results.clone(), janitor));
+        tokio::spawn(super::janitor::run(Arc::downgrade(&reader.hub), reader.keys.clone(), janitor));
         reader
     }
 
