@@ -1,17 +1,17 @@
 //! A small pooled HTTP/1.1 client for the mirror's own requests: result polls and the HTTP
-//! shadow, whole bodies in and out. Its connections are [`crate::live::pool`]'s, as are
-//! the proxy's forwarding path's (which streams instead).
+//! shadow, whole bodies in and out, over [`crate::live::http1`]'s connections (the proxy's
+//! forwarding path, which streams, has [`crate::live::pool`]'s).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::http::uri::{Authority, Scheme};
-use hyper::{HeaderMap, Method, Request, StatusCode, Uri};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
+use hyper::{HeaderMap, Method, StatusCode, Uri};
 use tokio::sync::Semaphore;
 
-use crate::live::pool::{error_chain, Pool, PoolConfig};
+use crate::live::http1::{self, Pool};
+use crate::live::pool::{error_chain, PoolConfig};
 
 /// Largest response body the mirror reads (an outcome document).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -57,8 +57,10 @@ pub struct HttpClient {
 #[derive(Debug)]
 struct Pools {
     config: PoolConfig,
+    /// The cap on connections open at once, shared by every pool (and sibling) under it.
+    cap: Option<Arc<Semaphore>>,
     /// A std mutex: looked up and cloned out, never held across an `.await`.
-    pools: Mutex<Vec<(Authority, Pool<Full<Bytes>>)>>,
+    pools: Mutex<Vec<(Authority, Pool)>>,
 }
 
 /// How long an idle connection is kept.
@@ -66,12 +68,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl Default for HttpClient {
     fn default() -> Self {
-        HttpClient::with_config(PoolConfig {
-            max_idle: usize::MAX,
-            idle_timeout: IDLE_TIMEOUT,
-            tcp_keepalive: None,
-            max_connections: None,
-        })
+        HttpClient::with_config(
+            PoolConfig { max_idle: usize::MAX, idle_timeout: IDLE_TIMEOUT, tcp_keepalive: None },
+            None,
+        )
     }
 }
 
@@ -81,23 +81,21 @@ impl HttpClient {
     /// descriptors, not requests. More requests wait for a connection within their own
     /// timeout.
     pub fn with_max_connections(max: usize) -> HttpClient {
-        HttpClient::with_config(PoolConfig {
-            max_idle: max,
-            idle_timeout: IDLE_TIMEOUT,
-            tcp_keepalive: None,
-            max_connections: Some(Arc::new(Semaphore::new(max.max(1)))),
-        })
+        HttpClient::with_config(
+            PoolConfig { max_idle: max, idle_timeout: IDLE_TIMEOUT, tcp_keepalive: None },
+            Some(Arc::new(Semaphore::new(max.max(1)))),
+        )
     }
 
     /// A client of its own connections under this one's cap, for another proxy thread:
-    /// each thread's requests then ride connections its own runtime drives, and the cap
-    /// on descriptors stays one for all.
+    /// each thread's requests then ride sockets its own runtime watches, and the cap on
+    /// descriptors stays one for all.
     pub fn sibling(&self) -> HttpClient {
-        HttpClient::with_config(self.inner.config.clone())
+        HttpClient::with_config(self.inner.config.clone(), self.inner.cap.clone())
     }
 
-    fn with_config(config: PoolConfig) -> HttpClient {
-        HttpClient { inner: Arc::new(Pools { config, pools: Mutex::new(Vec::new()) }) }
+    fn with_config(config: PoolConfig, cap: Option<Arc<Semaphore>>) -> HttpClient {
+        HttpClient { inner: Arc::new(Pools { config, cap, pools: Mutex::new(Vec::new()) }) }
     }
 
     /// GET a URL.
@@ -119,7 +117,7 @@ impl HttpClient {
     }
 
     /// The pool for `uri`'s upstream (plain `http://` only).
-    fn pool(&self, uri: &Uri, url: &str) -> Result<Pool<Full<Bytes>>, HttpError> {
+    fn pool(&self, uri: &Uri, url: &str) -> Result<Pool, HttpError> {
         let unreachable = |reason: &str| HttpError::Unreachable { url: url.to_string(), reason: reason.to_string() };
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err(unreachable("invalid URL, scheme is not http"));
@@ -129,7 +127,7 @@ impl HttpClient {
         if let Some((_, pool)) = pools.iter().find(|(known, _)| known == authority) {
             return Ok(pool.clone());
         }
-        let pool = Pool::new(authority, self.inner.config.clone());
+        let pool = Pool::new(authority, self.inner.config.clone(), self.inner.cap.clone());
         pools.push((authority.clone(), pool.clone()));
         Ok(pool)
     }
@@ -145,25 +143,21 @@ impl HttpClient {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Response, HttpError> {
-        let mut request = Request::builder()
-            .method(method)
-            .uri(url)
-            .body(Full::new(body))
-            .map_err(|_| HttpError::InvalidUrl(url.to_string()))?;
-        *request.headers_mut() = headers;
-        let pool = self.pool(request.uri(), url)?;
-        let response = match tokio::time::timeout(timeout, pool.send(request)).await {
+        let uri: Uri = url.parse().map_err(|_| HttpError::InvalidUrl(url.to_string()))?;
+        let pool = self.pool(&uri, url)?;
+        let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let request = http1::Request { method: &method, target, headers: &headers, body: &body };
+        let (mut connection, head) = match tokio::time::timeout(timeout, pool.send(&request)).await {
             Err(_) => return Err(HttpError::Timeout(url.to_string())),
             Ok(Err(e)) => return Err(HttpError::Unreachable { url: url.to_string(), reason: error_chain(&e) }),
-            Ok(Ok(response)) => response,
+            Ok(Ok(sent)) => sent,
         };
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
+        let (body, reusable) = connection
+            .body(&head, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| HttpError::Body { url: url.to_string(), reason: e.to_string() })?
-            .to_bytes();
-        Ok((status, body))
+            .map_err(|e| HttpError::Body { url: url.to_string(), reason: e.to_string() })?;
+        pool.checkin(connection, reusable);
+        Ok((head.status, body))
     }
 }
 

@@ -13,8 +13,9 @@
 //!   recorded other side (`shadowdiff drive`);
 //! - [`fleet`]: this instance's state in Redis, and reports merged over every instance;
 //! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
-//! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share;
-//! - [`pool`]: keep-alive HTTP/1.1 connections to one upstream, for the proxy and that client;
+//! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share, over
+//!   [`http1`]'s whole-body exchanges on the caller's task;
+//! - [`pool`]: keep-alive HTTP/1.1 connections to one upstream, streamed, for the proxy;
 //! - [`listener`]: accepting under descriptor pressure, closing silent connections.
 //!
 //! Judging is not done here: every finished evaluation goes to [`crate::judge::engine`],
@@ -24,6 +25,7 @@ pub mod admin;
 mod body;
 pub mod drive;
 pub mod fleet;
+pub mod http1;
 pub mod http_client;
 pub mod legacy_queue;
 pub mod listener;

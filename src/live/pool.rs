@@ -6,11 +6,10 @@
 //! opens one), and its connection goes back on the stack when the response body has been
 //! read to its end ([`PooledBody`]); a body dropped half-read closes its connection.
 //!
-//! It does per request only what the proxy and the mirror need (no per-request task, no
-//! boxed future, no keyed pool): the legacy forwarding path and the HTTP shadow each
-//! send through one. Connections can be capped: each then holds a semaphore permit for as
-//! long as its socket is open, idle or not, and a request finding none free waits until a
-//! connection comes back or closes.
+//! It does per request only what the proxy needs (no per-request task, no boxed future,
+//! no keyed pool): the legacy forwarding path, whose bodies stream, sends through one; the
+//! mirror's whole-body requests have [`super::http1`]. Its connections are not capped:
+//! the client connections they serve bound them.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -30,7 +29,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::{progress, Progress};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Why a request got no response head.
 #[derive(Debug)]
@@ -68,9 +66,6 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// TCP keep-alive probes after this much silence (`None`: the system's default).
     pub tcp_keepalive: Option<Duration>,
-    /// Permits for the connections open at once, idle ones included (`None`: no cap);
-    /// pools sharing it share the cap.
-    pub max_connections: Option<Arc<Semaphore>>,
 }
 
 /// Pooled connections to one upstream; cheap to clone.
@@ -99,9 +94,6 @@ struct Inner<B> {
     /// The idle stack, most recent last. A std mutex: push and pop only, never across
     /// an `.await`.
     idle: Mutex<Vec<Idle<B>>>,
-    permits: Option<Arc<Semaphore>>,
-    /// Wakes requests waiting for a connection slot when a connection comes back.
-    returned: Notify,
 }
 
 struct Idle<B> {
@@ -121,17 +113,7 @@ where
         let address = format!("{}:{port}", authority.host());
         let host = if port == 80 { authority.host() } else { authority.as_str() };
         let host = HeaderValue::from_str(host).unwrap_or_else(|_| HeaderValue::from_static("localhost"));
-        let permits = config.max_connections.clone();
-        Pool {
-            inner: Arc::new(Inner {
-                address,
-                host,
-                config,
-                idle: Mutex::new(Vec::new()),
-                permits,
-                returned: Notify::new(),
-            }),
-        }
+        Pool { inner: Arc::new(Inner { address, host, config, idle: Mutex::new(Vec::new()) }) }
     }
 
     /// Sends `request` and waits for the response head. The request's URI is sent in
@@ -161,39 +143,18 @@ where
 
     /// A ready connection: the most recently idle one, or a new one.
     async fn checkout(&self) -> Result<(SendRequest<B>, bool), PoolError> {
-        loop {
-            while let Some(mut sender) = self.inner.pop_idle() {
-                // Ready at once unless it is just finishing its last response; an error
-                // means the upstream closed it.
-                if sender.ready().await.is_ok() {
-                    return Ok((sender, true));
-                }
-            }
-            let Some(permits) = &self.inner.permits else {
-                return Ok((self.connect(None).await?, false));
-            };
-            let returned = self.inner.returned.notified();
-            tokio::pin!(returned);
-            // Registered before looking again, so a connection coming back in between
-            // is not missed.
-            returned.as_mut().enable();
-            if self.inner.has_idle() {
-                continue;
-            }
-            tokio::select! {
-                permit = Arc::clone(permits).acquire_owned() => {
-                    // The semaphore is never closed.
-                    let permit = permit.map_err(|_| PoolError::Connect(io::ErrorKind::Other.into()))?;
-                    return Ok((self.connect(Some(permit)).await?, false));
-                }
-                () = &mut returned => {}
+        while let Some(mut sender) = self.inner.pop_idle() {
+            // Ready at once unless it is just finishing its last response; an error means
+            // the upstream closed it.
+            if sender.ready().await.is_ok() {
+                return Ok((sender, true));
             }
         }
+        Ok((self.connect().await?, false))
     }
 
-    /// Opens a connection and runs it on a task of its own, which holds `permit` until
-    /// the socket closes.
-    async fn connect(&self, permit: Option<OwnedSemaphorePermit>) -> Result<SendRequest<B>, PoolError> {
+    /// Opens a connection and runs it on a task of its own until the socket closes.
+    async fn connect(&self) -> Result<SendRequest<B>, PoolError> {
         let stream = TcpStream::connect(self.inner.address.as_str()).await.map_err(PoolError::Connect)?;
         // Small request/response exchanges must not wait for Nagle.
         let _ = stream.set_nodelay(true);
@@ -205,7 +166,6 @@ where
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "upstream connection ended with an error");
             }
-            drop(permit);
         });
         Ok(sender)
     }
@@ -228,29 +188,21 @@ impl<B> Inner<B> {
         None
     }
 
-    fn has_idle(&self) -> bool {
-        !self.lock().is_empty()
-    }
-
     /// A connection whose response is over comes back (unless it is closing).
     fn checkin(&self, sender: SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
-        {
-            let mut idle = self.lock();
-            // The oldest are at the bottom: close those past their time.
-            let expired =
-                idle.iter().take_while(|entry| now.saturating_duration_since(entry.since) >= self.config.idle_timeout);
-            let expired = expired.count();
-            idle.drain(..expired);
-            if idle.len() >= self.config.max_idle {
-                return;
-            }
+        let mut idle = self.lock();
+        // The oldest are at the bottom: close those past their time.
+        let expired =
+            idle.iter().take_while(|entry| now.saturating_duration_since(entry.since) >= self.config.idle_timeout);
+        let expired = expired.count();
+        idle.drain(..expired);
+        if idle.len() < self.config.max_idle {
             idle.push(Idle { sender, since: now });
         }
-        self.returned.notify_one();
     }
 }
 
@@ -360,7 +312,7 @@ mod tests {
     }
 
     fn config() -> PoolConfig {
-        PoolConfig { max_idle: 4, idle_timeout: Duration::from_secs(90), tcp_keepalive: None, max_connections: None }
+        PoolConfig { max_idle: 4, idle_timeout: Duration::from_secs(90), tcp_keepalive: None }
     }
 
     #[derive(Debug, thiserror::Error)]

@@ -117,7 +117,6 @@ impl Forwarder {
                 max_idle: POOL_MAX_IDLE,
                 idle_timeout: POOL_IDLE_TIMEOUT,
                 tcp_keepalive: Some(POOL_IDLE_TIMEOUT),
-                max_connections: None,
             },
         );
         Self { pool, legacy, tap, stats }
