@@ -33,26 +33,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+source scripts/load-lib.sh
 redis-cli -n "$db" flushdb >/dev/null
 
 target/release/examples/fast_upstream 127.0.0.1:0 >"$work/legacy.out" &
 pids+=($!)
 for _ in $(seq 100); do grep -q LISTENING "$work/legacy.out" 2>/dev/null && break; sleep 0.05; done
 legacy=$(awk '/LISTENING/{print $2}' "$work/legacy.out")
-cat >"$work/config.toml" <<TOML
-[proxy]
-listen = "127.0.0.1:0"
-mirror_queue = 100000
-worker_threads = 1
-[legacy]
-url = "http://$legacy"
-[legacy.outcome]
-mode = "response"
-[[routes]]
-method = "POST"
-path = "/evaluations"
-[admin]
-listen = "127.0.0.1:0"
+{
+    proxy_config "$legacy" 1
+    cat <<TOML
 [shadow]
 kind = "celery"
 percent = 100
@@ -68,6 +58,7 @@ task = "evaluate"
 max_queue_depth = 100000000
 revoke_lost = false
 TOML
+} >"$work/config.toml"
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$bin" serve --config "$work/config.toml" \
     >"$work/shadowdiff.out" 2>"$work/shadowdiff.err" &
 pids+=($!)
@@ -88,11 +79,4 @@ sleep 1.5
 callgrind_control -d >/dev/null
 after=$(submissions)
 sleep 1
-dump=$(ls -t "$work"/callgrind.out.* | head -1)
-total=$(awk '/^(summary|totals):/{print $2}' "$dump" | head -1)
-n=$((after - before))
-echo "submissions=$n instructions=$total per_submission=$((total / n))"
-if [[ -n "${KEEP:-}" ]]; then
-    cp "$dump" "$KEEP"
-    echo "profile: callgrind_annotate --inclusive=yes $KEEP"
-fi
+callgrind_per $((after - before)) submission

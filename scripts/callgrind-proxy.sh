@@ -23,6 +23,7 @@ for tool in valgrind callgrind_control callgrind_annotate nginx wrk; do
 done
 work=$(mktemp -d)
 pids=()
+source "$repo/scripts/load-lib.sh"
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     [[ -f $work/up/nginx.pid ]] && kill "$(cat "$work/up/nginx.pid")" 2>/dev/null || true
@@ -55,11 +56,5 @@ sleep 1
 callgrind_control -d >/dev/null
 after=$(requests)
 sleep 1
-dump=$(ls -t "$work"/callgrind.out.* | head -1)
-total=$(awk '/^(summary|totals):/{print $2}' "$dump" | head -1)
-n=$((after - before))
-echo "percent=$percent requests=$n instructions=$total per_request=$((total / n))"
-if [[ -n "${KEEP:-}" ]]; then
-    cp "$dump" "$KEEP"
-    echo "profile: callgrind_annotate --inclusive=yes $KEEP"
-fi
+echo -n "percent=$percent "
+callgrind_per $((after - before)) request

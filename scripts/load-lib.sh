@@ -1,4 +1,4 @@
-# Shared by scripts/load.sh and scripts/load-celery.sh (sourced, not run).
+# Shared by the load and callgrind scripts (sourced, not run).
 # Needs $work (a scratch directory) and the array pids=() in the caller.
 
 # start NAME COMMAND...: runs it in the background, records its pid in $work/NAME.pid and
@@ -29,4 +29,17 @@ path = "/evaluations"
 [admin]
 listen = "127.0.0.1:0"
 TOML
+}
+
+# callgrind_per COUNT NOUN: the instructions of the latest callgrind dump in $work, and per
+# COUNT NOUNs; the dump is copied to $KEEP when that is set.
+callgrind_per() {
+    local dump total
+    dump=$(ls -t "$work"/callgrind.out.* | head -1)
+    total=$(awk '/^(summary|totals):/{print $2}' "$dump" | head -1)
+    echo "${2}s=$1 instructions=$total per_$2=$((total / $1))"
+    if [[ -n "${KEEP:-}" ]]; then
+        cp "$dump" "$KEEP"
+        echo "profile: callgrind_annotate --inclusive=yes $KEEP"
+    fi
 }
