@@ -221,9 +221,13 @@ impl Connection {
                 .and_then(|size| usize::from_str_radix(size, 16).ok())
                 .ok_or_else(|| Error::Body("invalid chunk size line".into()))?;
             if size == 0 {
-                // Trailer fields, up to the empty line.
-                while !self.line().await?.is_empty() {}
-                return Ok(body.freeze());
+                // Trailer fields, up to the empty line: as many as a head may have.
+                for _ in 0..=MAX_HEADERS {
+                    if self.line().await?.is_empty() {
+                        return Ok(body.freeze());
+                    }
+                }
+                return Err(Error::Body(format!("more than {MAX_HEADERS} trailer fields")));
             }
             if body.len().saturating_add(size) > limit {
                 return Err(Error::Body(format!("length limit exceeded ({limit} bytes)")));
@@ -620,7 +624,10 @@ mod tests {
 
     #[tokio::test]
     async fn broken_heads_and_bodies_are_errors_naming_what_broke() {
+        let endless_trailers: &'static str =
+            format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n{}\r\n", "t: x\r\n".repeat(101)).leak();
         let cases: Vec<(&'static str, &str)> = vec![
+            (endless_trailers, "more than 100 trailer fields"),
             ("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", "body broke off: connection closed early"),
             ("HTTP/1.1 200 OK\r\ncontent-length: 65\r\n\r\n", "length limit exceeded (64 bytes)"),
             ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size line"),

@@ -33,7 +33,7 @@ pub enum HttpError {
     /// No response head in time.
     #[error("{0} timed out")]
     Timeout(String),
-    /// The body broke off or exceeded [`MAX_RESPONSE_BYTES`].
+    /// The body broke off, exceeded [`MAX_RESPONSE_BYTES`] or was not over in time.
     #[error("{url} body unreadable: {reason}")]
     Body {
         /// The URL.
@@ -132,9 +132,9 @@ impl HttpClient {
         Ok(pool)
     }
 
-    /// Sends a request with exactly these headers (the pool adds `Host`, hyper the
-    /// framing) and reads the whole answer. `timeout` covers waiting for a connection slot
-    /// and the response head.
+    /// Sends a request with exactly these headers (the connection adds `Host` when there
+    /// is none, and the framing) and reads the whole answer. `timeout` covers it all:
+    /// waiting for a connection slot, the response head, then the body.
     pub async fn request(
         &self,
         method: Method,
@@ -147,15 +147,18 @@ impl HttpClient {
         let pool = self.pool(&uri, url)?;
         let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let request = http1::Request { method: &method, target, headers: &headers, body: &body };
-        let (mut connection, head) = match tokio::time::timeout(timeout, pool.send(&request)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (mut connection, head) = match tokio::time::timeout_at(deadline, pool.send(&request)).await {
             Err(_) => return Err(HttpError::Timeout(url.to_string())),
             Ok(Err(e)) => return Err(HttpError::Unreachable { url: url.to_string(), reason: error_chain(&e) }),
             Ok(Ok(sent)) => sent,
         };
-        let (body, reusable) = connection
-            .body(&head, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| HttpError::Body { url: url.to_string(), reason: e.to_string() })?;
+        let unreadable = |reason: String| HttpError::Body { url: url.to_string(), reason };
+        let (body, reusable) = match tokio::time::timeout_at(deadline, connection.body(&head, MAX_RESPONSE_BYTES)).await
+        {
+            Err(_) => return Err(unreadable(format!("not complete within {} ms", timeout.as_millis()))),
+            Ok(read) => read.map_err(|e| unreadable(e.to_string()))?,
+        };
         pool.checkin(connection, reusable);
         Ok((head.status, body))
     }
@@ -176,9 +179,30 @@ pub fn encode_segment(segment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_body_that_stops_coming_is_given_up_at_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut request).await;
+            let head = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf";
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, head).await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let url = format!("http://{address}/result");
+        let started = std::time::Instant::now();
+        let error = HttpClient::default().get(&url, Duration::from_millis(300)).await.expect_err("never complete");
+        assert_eq!(error, HttpError::Body { url, reason: "not complete within 300 ms".into() });
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+
     #[test]
     fn segments_are_percent_encoded() {
-        assert_eq!(super::encode_segment("e-1_a.b~"), "e-1_a.b~");
-        assert_eq!(super::encode_segment("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
+        assert_eq!(encode_segment("e-1_a.b~"), "e-1_a.b~");
+        assert_eq!(encode_segment("a/b c?é"), "a%2Fb%20c%3F%C3%A9");
     }
 }
