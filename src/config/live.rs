@@ -186,7 +186,7 @@ pub enum ShadowKind {
     Http {
         /// Its base URL (`None` when not configured).
         url: Option<String>,
-        /// Time to its response head.
+        /// Time to its whole response, waiting for a connection included.
         timeout: Duration,
         /// How its outcome is obtained.
         outcome: OutcomeRule,

@@ -194,7 +194,7 @@ impl Default for RawShadow {
 pub struct RawHttpShadow {
     /// Base URL of the shadow copy of `api-service`.
     pub url: String,
-    /// Time to the shadow's response head.
+    /// Time to the shadow's whole response, waiting for a connection included.
     pub timeout_ms: u64,
     /// Most connections open to the shadow at once (submissions and result polls); more
     /// requests wait for one within their timeout. Bounds the descriptors a stalled shadow
