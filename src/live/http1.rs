@@ -567,23 +567,37 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn every_framing_is_read_to_its_end() {
-        let answers = vec![
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false),
-            ("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\ntrailer: t\r\n\r\n", false),
-            ("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n", false),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\nxyz", false),
-            ("HTTP/1.1 503 Busy\r\n\r\nuntil close", true),
-        ];
+    /// One exchange of a keep-alive run: what the upstream answers (and whether it then
+    /// closes the connection), the method sent, and what comes of it: status, body, and
+    /// whether the connection went back to the pool.
+    type Step = (&'static str, bool, Method, (u16, &'static str, bool));
+
+    /// Sends the steps' requests in turn through one pool, pausing after each so that an
+    /// upstream's close reaches the idle connection; how many connections they took.
+    async fn keep_alive_run(steps: Vec<Step>) -> usize {
+        let answers = steps.iter().map(|(answer, close, _, _)| (*answer, *close)).collect();
         let (address, _, accepted) = upstream(answers).await;
         let pool = pool(&address);
-        assert_eq!(exchange(&pool, Method::POST, "x").await.expect("length"), (200, "hello".into(), true));
-        assert_eq!(exchange(&pool, Method::POST, "x").await.expect("chunked"), (201, "abcde".into(), true));
-        assert_eq!(exchange(&pool, Method::GET, "").await.expect("no content"), (204, String::new(), true));
-        assert_eq!(exchange(&pool, Method::GET, "").await.expect("repeated length"), (200, "xyz".into(), true));
-        assert_eq!(exchange(&pool, Method::GET, "").await.expect("until close"), (503, "until close".into(), false));
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one keep-alive connection for all five");
+        for (answer, _, method, (status, body, reused)) in steps {
+            let got = exchange(&pool, method, "x").await.expect(answer);
+            assert_eq!(got, (status, body.to_owned(), reused), "{answer:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn every_framing_is_read_to_its_end() {
+        let chunked = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n\
+                       3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\ntrailer: t\r\n\r\n";
+        let steps = vec![
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false, Method::POST, (200, "hello", true)),
+            (chunked, false, Method::POST, (201, "abcde", true)),
+            ("HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n", false, Method::GET, (204, "", true)),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\nxyz", false, Method::GET, (200, "xyz", true)),
+            ("HTTP/1.1 503 Busy\r\n\r\nuntil close", true, Method::GET, (503, "until close", false)),
+        ];
+        assert_eq!(keep_alive_run(steps).await, 1, "one keep-alive connection for all five");
     }
 
     #[tokio::test]
@@ -604,22 +618,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_asked_to_close_or_closed_while_idle_is_not_reused() {
-        let answers = vec![
-            ("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na", true),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb", true),
-            ("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nc", false),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nd", false),
+        let steps = vec![
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\na",
+                true,
+                Method::GET,
+                (200, "a", false),
+            ),
+            // Kept as reusable, then closed by the upstream while idle.
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nb", true, Method::GET, (200, "b", true)),
+            // HTTP/1.0 without keep-alive closes after its response.
+            ("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nc", false, Method::GET, (200, "c", false)),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nd", false, Method::GET, (200, "d", true)),
         ];
-        let (address, _, accepted) = upstream(answers).await;
-        let pool = pool(&address);
-        assert_eq!(exchange(&pool, Method::GET, "").await.expect("a"), (200, "a".into(), false));
-        // Kept as reusable, then closed by the upstream while idle.
-        assert_eq!(exchange(&pool, Method::GET, "").await.expect("b"), (200, "b".into(), true));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        // HTTP/1.0 without keep-alive closes after its response.
-        assert_eq!(exchange(&pool, Method::GET, "").await.expect("c"), (200, "c".into(), false));
-        assert_eq!(exchange(&pool, Method::GET, "").await.expect("d"), (200, "d".into(), true));
-        assert_eq!(accepted.load(Ordering::SeqCst), 4);
+        assert_eq!(keep_alive_run(steps).await, 4);
     }
 
     #[tokio::test]
