@@ -1,5 +1,5 @@
 //! Where a streamed body stands after a poll, the one rule every body wrapper here (the
-//! capture's tee, the client's body, the pool's response body) follows to notice its end.
+//! capture's tee, the client's body) follows to notice its end.
 
 use std::task::Poll;
 

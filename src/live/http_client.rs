@@ -1,6 +1,6 @@
 //! A small pooled HTTP/1.1 client for the mirror's own requests: result polls and the HTTP
 //! shadow, whole bodies in and out, over [`crate::live::http1`]'s connections (the proxy's
-//! forwarding path, which streams, has [`crate::live::pool`]'s).
+//! forwarding path streams over its own pool of them).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,8 +10,7 @@ use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{HeaderMap, Method, StatusCode, Uri};
 use tokio::sync::Semaphore;
 
-use crate::live::http1::{self, Pool};
-use crate::live::pool::{error_chain, PoolConfig};
+use crate::live::http1::{self, error_chain, Pool, PoolConfig};
 
 /// Largest response body the mirror reads (an outcome document).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;

@@ -13,9 +13,10 @@
 //!   recorded other side (`shadowdiff drive`);
 //! - [`fleet`]: this instance's state in Redis, and reports merged over every instance;
 //! - [`legacy_queue`]: the legacy queue length, read from the legacy system;
+//! - [`http1`]: keep-alive HTTP/1.1 connections to one upstream, on the caller's task:
+//!   streamed for the proxy's legacy leg, whole-body for the mirror's own requests;
 //! - [`http_client`]: the pooled HTTP client the mirror and outcome tracking share, over
-//!   [`http1`]'s whole-body exchanges on the caller's task;
-//! - [`pool`]: keep-alive HTTP/1.1 connections to one upstream, streamed, for the proxy;
+//!   [`http1`]'s whole-body exchanges;
 //! - [`listener`]: accepting under descriptor pressure, closing silent connections.
 //!
 //! Judging is not done here: every finished evaluation goes to [`crate::judge::engine`],
@@ -33,7 +34,6 @@ pub mod login;
 pub mod metrics;
 pub mod mirror;
 pub mod outcome;
-pub mod pool;
 pub mod proxy;
 pub mod record;
 pub mod serve;

@@ -23,8 +23,8 @@ use super::headers;
 use super::stats::{InFlight, ProxyStats};
 use super::tap::{LegacyOutcome, Tap};
 use super::LegacyTarget;
+use crate::live::http1::{self, error_chain, Pool, PoolConfig, ResponseBody};
 use crate::live::listener::Busy;
-use crate::live::pool::{error_chain, Pool, PoolConfig, PooledBody};
 
 /// How long an idle pooled connection to the legacy upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -95,14 +95,14 @@ type RequestBody = Tee<ClientBody<Incoming>>;
 type LegacyRequest = Request<RequestBody>;
 
 /// The legacy response body, its connection going back to the pool at its end.
-type LegacyBody = PooledBody<RequestBody>;
+type LegacyBody = ResponseBody;
 
 /// What the legacy leg of a request came to: the response (its body teed when captured).
 type LegacyResult = Result<Response<Tee<LegacyBody>>, ForwardError>;
 
 /// Per-listener forwarding state, shared by every connection.
 pub(crate) struct Forwarder {
-    pool: Pool<RequestBody>,
+    pool: Pool,
     legacy: LegacyTarget,
     tap: Arc<dyn Tap>,
     stats: Arc<ProxyStats>,
@@ -118,6 +118,7 @@ impl Forwarder {
                 idle_timeout: POOL_IDLE_TIMEOUT,
                 tcp_keepalive: Some(POOL_IDLE_TIMEOUT),
             },
+            None,
         );
         Self { pool, legacy, tap, stats }
     }
@@ -215,7 +216,9 @@ impl Forwarder {
     /// Sends to the legacy upstream and waits, within the timeout, for the response head.
     /// A failure is blamed on the client when its body broke or had not ended.
     async fn send(&self, request: LegacyRequest, body: &BodyState) -> Result<Response<LegacyBody>, ForwardError> {
-        let error = match tokio::time::timeout(self.legacy.timeout, self.pool.send(request)).await {
+        let (parts, request_body) = request.into_parts();
+        let sent = self.pool.send_streamed(&parts, request_body);
+        let error = match tokio::time::timeout(self.legacy.timeout, sent).await {
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(error)) => match body.fault() {
                 Some(fault) => ForwardError::Client(fault),
@@ -338,9 +341,9 @@ enum Kind {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = http1::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, http1::Error>>> {
         match &mut self.get_mut().kind {
             Kind::Legacy(body) => Pin::new(body).poll_frame(cx),
             Kind::Local(body) => Pin::new(body).poll_frame(cx).map_err(|never| match never {}),
