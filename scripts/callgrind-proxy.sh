@@ -11,7 +11,8 @@
 #       BINARY   default target/release/shadowdiff
 #
 # The count is reset after the warm-up and dumped after the load. KEEP=path keeps the profile for
-# callgrind_annotate. Needs valgrind, nginx and wrk.
+# callgrind_annotate. STALLED_SHADOW=1 puts the harness's blackhole.py (reads, never answers)
+# in the shadow's place. Needs valgrind, nginx and wrk.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 harness=${HARNESS:-$repo/../shared/bench/mirror-proxies}
@@ -33,7 +34,14 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$work/up/logs" "$work/up/tmp"
-nginx -p "$work/up" -c "$harness/conf/upstream.conf" \
+upstreams=$harness/conf/upstream.conf
+if [[ -n "${STALLED_SHADOW:-}" ]]; then
+    # The harness's stalled shadow: a socket on :18082 that reads and never answers.
+    upstreams=$harness/conf/upstream-primary-only.conf
+    python3 "$harness/blackhole.py" 18082 >"$work/blackhole.log" 2>&1 &
+    pids+=($!)
+fi
+nginx -p "$work/up" -c "$upstreams" \
     -g "worker_processes 1; pid $work/up/nginx.pid; error_log $work/up/logs/error.log;"
 cat >"$work/under-callgrind" <<SH
 #!/bin/sh

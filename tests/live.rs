@@ -81,6 +81,9 @@ async fn a_down_shadow_never_touches_the_client_and_opens_the_breaker() {
     let metrics = sidecar.admin_get("/metrics", None).await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(text.contains("shadowdiff_breaker_state 1"), "{text}");
+    // Only the three that failed reached the mirror's decision: with the breaker open the
+    // proxy refuses a submission before copying it.
+    assert!(text.contains("queue_selection_duration_seconds_count 3\n"), "{text}");
 }
 
 #[tokio::test]

@@ -115,11 +115,13 @@ pub enum Skip {
     ShadowBusy,
     /// `shadow.max_in_flight` evaluations are in flight.
     InFlightCap,
+    /// The breaker is open (or probing) after consecutive shadow failures.
+    BreakerOpen,
 }
 
 impl Skip {
     /// Every reason, in counter order.
-    pub const ALL: [Skip; 3] = [Skip::SampledOut, Skip::ShadowBusy, Skip::InFlightCap];
+    pub const ALL: [Skip; 4] = [Skip::SampledOut, Skip::ShadowBusy, Skip::InFlightCap, Skip::BreakerOpen];
 
     /// The reason it is counted under.
     pub fn reason(self) -> NotMirrored {
@@ -127,6 +129,7 @@ impl Skip {
             Skip::SampledOut => NotMirrored::SampledOut,
             Skip::ShadowBusy => NotMirrored::ShadowBusy,
             Skip::InFlightCap => NotMirrored::InFlightCap,
+            Skip::BreakerOpen => NotMirrored::BreakerOpen,
         }
     }
 }

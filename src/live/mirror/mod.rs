@@ -143,8 +143,8 @@ impl Mirror {
     }
 
     /// A reason it would refuse any submission now, known without the submission: sampling
-    /// at 0 %, `max_in_flight` reached, or a stalled HTTP shadow (in the order `accept`
-    /// checks them). The proxy then copies nothing.
+    /// at 0 %, `max_in_flight` reached, a stalled HTTP shadow, or the breaker open (in its
+    /// cool-down, or probing). The proxy then copies nothing.
     pub fn refuses_all(&self) -> Option<Skip> {
         if self.live.sampler.is_off() {
             Some(Skip::SampledOut)
@@ -152,6 +152,8 @@ impl Mirror {
             Some(Skip::InFlightCap)
         } else if self.shadow.stalled() {
             Some(Skip::ShadowBusy)
+        } else if self.live.breaker.refuses(Instant::now()) {
+            Some(Skip::BreakerOpen)
         } else {
             None
         }
