@@ -1,10 +1,11 @@
 //! One request, client to legacy and back: rewrite the head, stream the bodies (teed when
 //! captured), turn legacy failures into 502/504, and hand captured exchanges to the tap.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +15,6 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, VIA};
 use hyper::http::uri::{InvalidUriParts, PathAndQuery};
 use hyper::http::Extensions;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::capture::{ExchangeRecord, PendingExchange, Tee};
@@ -126,9 +126,9 @@ impl Forwarder {
     /// Forwards one client request and returns the response to send back. Never fails:
     /// legacy failures become 502/504 responses, client faults 400/408, `CONNECT` 405.
     ///
-    /// A captured request's legacy leg runs on a task of its own: a client that leaves
-    /// after sending its whole request does not cancel it, and its exchange is still
-    /// delivered with the legacy response.
+    /// A client that leaves after sending its whole request does not cancel a captured
+    /// request's legacy leg ([`CapturedLeg`]): its exchange is still delivered with the
+    /// legacy response.
     pub(crate) async fn forward(self: Arc<Self>, request: Request<Incoming>, client: &Peer) -> Response<ProxyBody> {
         let received = Instant::now();
         let in_flight = InFlight::start(&self.stats);
@@ -162,11 +162,8 @@ impl Forwarder {
                 result.map(|response| self.relay(response, None, received.elapsed()))
             }
             (Ok(request), Some(record)) => {
-                let (sender, receiver) = oneshot::channel();
-                // Boxed: the task then holds a pointer, not the whole leg, so the runtime
-                // does not copy the future's bytes on spawn and again on completion.
-                tokio::spawn(Box::pin(Arc::clone(&self).captured_leg(request, record, body_state, received, sender)));
-                receiver.await.unwrap_or_else(|_| Err(ForwardError::Unreachable("legacy leg ended early".into())))
+                let leg = Arc::clone(&self).captured_leg(request, record, body_state, received);
+                CapturedLeg { leg: Some(Box::pin(leg)), timeout: self.legacy.timeout }.await
             }
         };
         let submit = received.elapsed();
@@ -182,22 +179,20 @@ impl Forwarder {
         }
     }
 
-    /// The legacy leg of a captured exchange, on its own task. Sends the response back to
-    /// the handler; if the client has left meanwhile, reads the response body to its end
-    /// (within the legacy timeout) so that the exchange is delivered with it.
+    /// The legacy leg of a captured exchange (see [`CapturedLeg`]): the response, its body
+    /// teed, or the failure, the exchange delivered with it.
     async fn captured_leg(
         self: Arc<Self>,
         request: LegacyRequest,
         record: ExchangeRecord,
         body_state: BodyState,
         received: Instant,
-        reply: oneshot::Sender<LegacyResult>,
-    ) {
+    ) -> LegacyResult {
         // Dropped before the head arrives (the runtime shutting down): delivered as cancelled.
         let mut pending = PendingExchange::new(Some(record));
         let result = self.send(request, &body_state).await;
         let submit = received.elapsed();
-        let result = match result {
+        match result {
             Ok(response) => Ok(self.relay(response, pending.take(), submit)),
             Err(error) => {
                 if let Some(record) = pending.take() {
@@ -205,11 +200,6 @@ impl Forwarder {
                 }
                 Err(error)
             }
-        };
-        if let Err(Ok(response)) = reply.send(result) {
-            debug!("client left after its request; reading the legacy response for the mirror");
-            let body = response.into_body();
-            let _ = tokio::time::timeout(self.legacy.timeout, body.collect()).await;
         }
     }
 
@@ -300,6 +290,46 @@ impl Forwarder {
             None => Tee::plain(body),
         };
         Response::from_parts(parts, body)
+    }
+}
+
+/// The legacy leg of a captured exchange, run by the request's own task where it is
+/// awaited. A client that leaves after sending its whole request (its handler dropped
+/// before the legacy response head) does not cancel it: the leg is then finished on a task
+/// of its own, and the response body read to its end within the legacy timeout, so that
+/// the exchange is delivered with it.
+struct CapturedLeg {
+    /// `None` once it has finished.
+    leg: Option<Pin<Box<dyn Future<Output = LegacyResult> + Send>>>,
+    timeout: Duration,
+}
+
+impl Future for CapturedLeg {
+    type Output = LegacyResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LegacyResult> {
+        let Some(leg) = self.leg.as_mut() else {
+            return Poll::Ready(Err(ForwardError::Unreachable("legacy leg polled after its end".into())));
+        };
+        let result = ready!(leg.as_mut().poll(cx));
+        self.leg = None;
+        Poll::Ready(result)
+    }
+}
+
+impl Drop for CapturedLeg {
+    fn drop(&mut self) {
+        let Some(leg) = self.leg.take() else { return };
+        // Without a runtime (it is shutting down) the leg is dropped, and its pending record
+        // delivers the exchange as cancelled.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let timeout = self.timeout;
+        runtime.spawn(async move {
+            if let Ok(response) = leg.await {
+                debug!("client left after its request; reading the legacy response for the mirror");
+                let _ = tokio::time::timeout(timeout, response.into_body().collect()).await;
+            }
+        });
     }
 }
 
