@@ -2,6 +2,7 @@
 //! shadow, whole bodies in and out, over [`crate::live::http1`]'s connections (the proxy's
 //! forwarding path streams over its own pool of them).
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -145,22 +146,74 @@ impl HttpClient {
         let uri: Uri = url.parse().map_err(|_| HttpError::InvalidUrl(url.to_string()))?;
         let pool = self.pool(&uri, url)?;
         let target = uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let request = http1::Request { method: &method, target, headers: &headers, body: &body };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let (mut connection, head) = match tokio::time::timeout_at(deadline, pool.send(&request)).await {
-            Err(_) => return Err(HttpError::Timeout(url.to_string())),
-            Ok(Err(e)) => return Err(HttpError::Unreachable { url: url.to_string(), reason: error_chain(&e) }),
-            Ok(Ok(sent)) => sent,
-        };
-        let unreadable = |reason: String| HttpError::Body { url: url.to_string(), reason };
-        let (body, reusable) = match tokio::time::timeout_at(deadline, connection.body(&head, MAX_RESPONSE_BYTES)).await
-        {
-            Err(_) => return Err(unreadable(format!("not complete within {} ms", timeout.as_millis()))),
-            Ok(read) => read.map_err(|e| unreadable(e.to_string()))?,
-        };
-        pool.checkin(connection, reusable);
-        Ok((head.status, body))
+        let request = http1::Request { method: &method, target, headers: &headers, replace: &[], body: &body };
+        exchange(&pool, &request, timeout, || url.to_string()).await
     }
+
+    /// The upstream at `base` (`http://host:port`, maybe a path below which requests go),
+    /// for [`Self::request_on`]: requests to one upstream then neither build nor parse a
+    /// URL. `None` if `base` is not such a URL.
+    pub fn upstream(&self, base: &str) -> Option<Upstream> {
+        let uri: Uri = base.parse().ok()?;
+        let pool = self.pool(&uri, base).ok()?;
+        let origin = format!("http://{}", uri.authority()?);
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        Some(Upstream { pool, origin, prefix })
+    }
+
+    /// [`Self::request`] to `upstream`, for `request.target` there (from
+    /// [`Upstream::target`]).
+    pub async fn request_on(
+        &self,
+        upstream: &Upstream,
+        request: &http1::Request<'_>,
+        timeout: Duration,
+    ) -> Result<Response, HttpError> {
+        exchange(&upstream.pool, request, timeout, || format!("{}{}", upstream.origin, request.target)).await
+    }
+}
+
+/// One upstream of an [`HttpClient`]'s, from [`HttpClient::upstream`].
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pool: Pool,
+    /// `http://host:port`, named in errors.
+    origin: String,
+    /// The base URL's path, without its last `/` (mostly empty).
+    prefix: String,
+}
+
+impl Upstream {
+    /// The request target for `path` (path and query) below the base URL.
+    pub fn target<'a>(&self, path: &'a str) -> Cow<'a, str> {
+        if self.prefix.is_empty() {
+            Cow::Borrowed(path)
+        } else {
+            Cow::Owned(format!("{}{path}", self.prefix))
+        }
+    }
+}
+
+/// One whole exchange through `pool` within `timeout`; `url` names it in errors.
+async fn exchange(
+    pool: &Pool,
+    request: &http1::Request<'_>,
+    timeout: Duration,
+    url: impl Fn() -> String,
+) -> Result<Response, HttpError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut connection, head) = match tokio::time::timeout_at(deadline, pool.send(request)).await {
+        Err(_) => return Err(HttpError::Timeout(url())),
+        Ok(Err(e)) => return Err(HttpError::Unreachable { url: url(), reason: error_chain(&e) }),
+        Ok(Ok(sent)) => sent,
+    };
+    let unreadable = |reason: String| HttpError::Body { url: url(), reason };
+    let (body, reusable) = match tokio::time::timeout_at(deadline, connection.body(&head, MAX_RESPONSE_BYTES)).await {
+        Err(_) => return Err(unreadable(format!("not complete within {} ms", timeout.as_millis()))),
+        Ok(read) => read.map_err(|e| unreadable(e.to_string()))?,
+    };
+    pool.checkin(connection, reusable);
+    Ok((head.status, body))
 }
 
 /// Percent-encodes a path segment (RFC 3986 unreserved characters stay as they are).

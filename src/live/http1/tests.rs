@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::CONTENT_LENGTH;
+use hyper::header::{HeaderName, CONTENT_LENGTH, HOST};
 use hyper::{HeaderMap, Request as HttpRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -78,7 +78,8 @@ async fn exchange(pool: &Pool, method: Method, body: &str) -> Result<(u16, Strin
     let mut headers = HeaderMap::new();
     headers.insert("x-marker", HeaderValue::from_static("m"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
-    let request = Request { method: &method, target: "/evaluations?x=1", headers: &headers, body: body.as_bytes() };
+    let request =
+        Request { method: &method, target: "/evaluations?x=1", headers: &headers, replace: &[], body: body.as_bytes() };
     let (mut connection, head) = pool.send(&request).await?;
     let (bytes, reusable) = connection.body(&head, 64).await?;
     pool.checkin(connection, reusable);
@@ -94,6 +95,32 @@ async fn the_request_is_written_with_host_and_its_own_length() {
         seen.lock().expect("test lock")[0],
         format!(
             "POST /evaluations?x=1 HTTP/1.1\r\nhost: {address}\r\nx-marker: m\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
+        )
+    );
+}
+
+#[tokio::test]
+async fn replaced_fields_are_left_out_and_written_after_the_others() {
+    let (address, seen, _) = upstream(vec![("HTTP/1.1 204 No Content\r\n\r\n", false)]).await;
+    let mut headers = HeaderMap::new();
+    headers.insert(HOST, HeaderValue::from_static("client.example"));
+    headers.insert("authorization", HeaderValue::from_static("Bearer client"));
+    headers.insert("x-tenant", HeaderValue::from_static("t-1"));
+    headers.insert("cookie", HeaderValue::from_static("a=1"));
+    let replace = [
+        (HOST, None),
+        (HeaderName::from_static("cookie"), None),
+        (HeaderName::from_static("authorization"), Some(HeaderValue::from_static("Bearer shadow"))),
+        (HeaderName::from_static("x-shadowdiff"), Some(HeaderValue::from_static("shadow"))),
+    ];
+    let request = Request { method: &Method::GET, target: "/r", headers: &headers, replace: &replace, body: b"" };
+    let (mut connection, head) = pool(&address).send(&request).await.expect("sent");
+    assert_eq!(connection.body(&head, 64).await.expect("body").0.len(), 0);
+    assert_eq!(
+        seen.lock().expect("test lock")[0],
+        format!(
+            "GET /r HTTP/1.1\r\nhost: {address}\r\nx-tenant: t-1\r\nauthorization: Bearer shadow\r\n\
+             x-shadowdiff: shadow\r\n\r\n"
         )
     );
 }
@@ -138,7 +165,7 @@ async fn an_idle_connection_keeps_no_large_body_alive() {
     let (address, _, _) = upstream(vec![(answer, false)]).await;
     let pool = pool(&address);
     let headers = HeaderMap::new();
-    let request = Request { method: &Method::GET, target: "/", headers: &headers, body: b"" };
+    let request = Request { method: &Method::GET, target: "/", headers: &headers, replace: &[], body: b"" };
     let (mut connection, head) = pool.send(&request).await.expect("sent");
     let (body, reusable) = connection.body(&head, 1 << 20).await.expect("body");
     assert_eq!((body.len(), reusable), (100_000, true));
@@ -194,13 +221,13 @@ async fn under_a_cap_a_request_waits_for_a_connection_to_come_back() {
     let config = PoolConfig { max_idle: 1, idle_timeout: Duration::from_secs(90), tcp_keepalive: None };
     let pool = Pool::new(&address.parse().expect("authority"), config, Some(Arc::new(Semaphore::new(1))));
     let headers = HeaderMap::new();
-    let request = Request { method: &Method::GET, target: "/", headers: &headers, body: b"" };
+    let request = Request { method: &Method::GET, target: "/", headers: &headers, replace: &[], body: b"" };
     let (mut first, head) = pool.send(&request).await.expect("first");
     let waiting = {
         let pool = pool.clone();
         tokio::spawn(async move {
             let headers = HeaderMap::new();
-            let request = Request { method: &Method::GET, target: "/", headers: &headers, body: b"" };
+            let request = Request { method: &Method::GET, target: "/", headers: &headers, replace: &[], body: b"" };
             let (mut connection, head) = pool.send(&request).await.expect("second");
             connection.body(&head, 64).await.expect("body").0
         })

@@ -4,7 +4,7 @@
 use std::io::IoSlice;
 
 use bytes::{Bytes, BytesMut};
-use hyper::header::{HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use hyper::{HeaderMap, Method};
 use tokio::io::AsyncWriteExt;
 
@@ -18,8 +18,12 @@ pub struct Request<'a> {
     pub method: &'a Method,
     /// Path and query.
     pub target: &'a str,
-    /// Header fields; any `Content-Length` or `Transfer-Encoding` among them is left out.
+    /// Header fields; any `Content-Length` or `Transfer-Encoding` among them is left out,
+    /// and any named in `replace`.
     pub headers: &'a HeaderMap,
+    /// Fields written after `headers` in place of the same-named ones there (none, for
+    /// `None`): a shadow's own `Host`, headers dropped or set by its config.
+    pub replace: &'a [(HeaderName, Option<HeaderValue>)],
     /// The whole body.
     pub body: &'a [u8],
 }
@@ -109,11 +113,22 @@ fn encode_head(request: &Request<'_>, host: &HeaderValue) -> Vec<u8> {
         head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
     };
-    if !request.headers.contains_key(HOST) {
+    let replaced = |name: &HeaderName| request.replace.iter().any(|(replaced, _)| replaced == name);
+    let has_host = if replaced(&HOST) {
+        request.replace.iter().any(|(name, value)| *name == HOST && value.is_some())
+    } else {
+        request.headers.contains_key(HOST)
+    };
+    if !has_host {
         field(b"host", host.as_bytes());
     }
     for (name, value) in request.headers {
-        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING {
+        if name != CONTENT_LENGTH && name != TRANSFER_ENCODING && !replaced(name) {
+            field(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    for (name, value) in request.replace {
+        if let Some(value) = value {
             field(name.as_str().as_bytes(), value.as_bytes());
         }
     }

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use super::{ms_between, Job, ShadowRun};
 use crate::config::live::{OutcomeMode, OutcomeRule, ShadowHeaders};
 use crate::fixture::Side;
-use crate::live::http_client::HttpClient;
+use crate::live::http1;
+use crate::live::http_client::{HttpClient, Upstream};
 use crate::live::outcome::{self, Polled, ResponseOutcome};
 use crate::live::state::NotMirrored;
 
@@ -49,6 +50,21 @@ pub fn shadow_headers(rules: &ShadowHeaders, client: &HeaderMap) -> HeaderMap {
     headers
 }
 
+/// [`shadow_headers`]'s rules as fields left out (`None`) or written instead of the
+/// client's: `Host` (the shadow's own is sent) and `Content-Length` (the body is framed
+/// anew) out, the config's drops out and sets in, then the marker.
+fn replacements(rules: &ShadowHeaders) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    let mut replace: Vec<(HeaderName, Option<HeaderValue>)> = vec![(HOST, None), (CONTENT_LENGTH, None)];
+    replace.extend(rules.drop.iter().map(|name| (name.clone(), None)));
+    let marker = (MARKER, HeaderValue::from_static("shadow"));
+    for (name, value) in rules.set.iter().chain([&marker]) {
+        // A later set of the same name wins, as `insert` does in `shadow_headers`.
+        replace.retain(|(replaced, _)| replaced != name);
+        replace.push((name.clone(), Some(value.clone())));
+    }
+    replace
+}
+
 /// A second HTTP upstream.
 pub struct HttpShadow {
     submitted: Arc<AtomicU64>,
@@ -62,9 +78,15 @@ pub struct HttpShadow {
     epoch: Instant,
     client: HttpClient,
     base: String,
+    /// `base`'s connections, when `base` is a valid URL (else each request names the
+    /// fault).
+    upstream: Option<Upstream>,
     timeout: Duration,
     rule: OutcomeRule,
     headers: ShadowHeaders,
+    /// What [`shadow_headers`] does to the client's headers, as fields to leave out or
+    /// write instead: made once, so a submission's headers are written without a copy.
+    replace: Vec<(HeaderName, Option<HeaderValue>)>,
 }
 
 impl HttpShadow {
@@ -84,10 +106,12 @@ impl HttpShadow {
             max_submitting: max_connections.max(1).saturating_mul(2),
             answered_ms: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
+            upstream: client.upstream(&base),
             client,
             base,
             timeout,
             rule,
+            replace: replacements(&headers),
             headers,
         }
     }
@@ -95,17 +119,20 @@ impl HttpShadow {
     /// The same shadow for another proxy thread: connections of its own (under the same
     /// cap), the counts and the stall watch shared.
     pub fn sibling(&self) -> HttpShadow {
+        let client = self.client.sibling();
         HttpShadow {
             submitted: Arc::clone(&self.submitted),
             submitting: Arc::clone(&self.submitting),
             max_submitting: self.max_submitting,
             answered_ms: Arc::clone(&self.answered_ms),
             epoch: self.epoch,
-            client: self.client.sibling(),
+            upstream: client.upstream(&self.base),
+            client,
             base: self.base.clone(),
             timeout: self.timeout,
             rule: self.rule.clone(),
             headers: self.headers.clone(),
+            replace: self.replace.clone(),
         }
     }
 
@@ -145,9 +172,24 @@ impl HttpShadow {
     /// connection however many others do (`drive`, which holds rather than drops).
     pub async fn run(&self, job: &Job, slot: Option<SubmitSlot>) -> ShadowRun {
         let submitted_at = Instant::now();
-        let url = format!("{}{}", self.base, job.path);
-        let headers = shadow_headers(&self.headers, &job.headers);
-        let sent = self.client.request(job.method.clone(), &url, headers, job.body.clone(), self.timeout).await;
+        let sent = match &self.upstream {
+            Some(upstream) => {
+                let target = upstream.target(&job.path);
+                let request = http1::Request {
+                    method: &job.method,
+                    target: &target,
+                    headers: &job.headers,
+                    replace: &self.replace,
+                    body: &job.body,
+                };
+                self.client.request_on(upstream, &request, self.timeout).await
+            }
+            None => {
+                let url = format!("{}{}", self.base, job.path);
+                let headers = shadow_headers(&self.headers, &job.headers);
+                self.client.request(job.method.clone(), &url, headers, job.body.clone(), self.timeout).await
+            }
+        };
         drop(slot);
         let (status, body) = match sent {
             Ok(response) => {
@@ -245,6 +287,32 @@ mod tests {
                 ("authorization".to_owned(), "Bearer shadow".to_owned()),
                 ("x-shadowdiff".to_owned(), "shadow".to_owned()),
                 ("x-tenant".to_owned(), "t-1".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_rules_become_the_fields_written_instead_of_the_clients() {
+        let rules = ShadowHeaders {
+            drop: vec![HeaderName::from_static("cookie")],
+            set: vec![
+                (HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer first")),
+                (HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer shadow")),
+            ],
+        };
+        let replacements = replacements(&rules);
+        let replace: Vec<(String, Option<&str>)> = replacements
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_ref().map(|value| value.to_str().expect("ascii"))))
+            .collect();
+        assert_eq!(
+            replace,
+            [
+                ("host".to_owned(), None),
+                ("content-length".to_owned(), None),
+                ("cookie".to_owned(), None),
+                ("authorization".to_owned(), Some("Bearer shadow")),
+                ("x-shadowdiff".to_owned(), Some("shadow")),
             ]
         );
     }
