@@ -62,10 +62,20 @@ async fn run(broker: RedisLink, mut removals: mpsc::Receiver<Removal>) {
 async fn remove_batch(broker: &RedisLink, batch: &[Removal]) -> Vec<Result<bool, BrokerError>> {
     let mut broker = broker.clone();
     let near = |rank| redis::LposOptions::default().rank(rank).maxlen(REMOVE_SCAN);
+    // Each command sized once: grown an argument at a time, the envelope was copied again
+    // at every doubling of its buffer.
+    let command = |name: &str, removal: &Removal| {
+        let mut command = redis::Cmd::with_capacity(8, 64 + removal.list_key.len() + removal.envelope.len());
+        command.arg(name).arg(&removal.list_key);
+        command
+    };
     let mut find = redis::pipe();
     for removal in batch {
-        find.lpos(&removal.list_key, &removal.envelope, near(-1));
-        find.lpos(&removal.list_key, &removal.envelope, near(1));
+        for rank in [-1, 1] {
+            let mut lpos = command("LPOS", removal);
+            lpos.arg(&removal.envelope).arg(near(rank));
+            find.add_command(lpos);
+        }
     }
     let found = match find.query_async::<Vec<Option<i64>>>(&mut broker).await {
         Ok(found) if found.len() == 2 * batch.len() => found,
@@ -91,7 +101,9 @@ async fn remove_batch(broker: &RedisLink, batch: &[Removal]) -> Vec<Result<bool,
     let mut take = redis::pipe();
     for (removal, end) in batch.iter().zip(&ends) {
         if let Some(end) = end {
-            take.lrem(&removal.list_key, *end as isize, &removal.envelope);
+            let mut lrem = command("LREM", removal);
+            lrem.arg(*end).arg(&removal.envelope);
+            take.add_command(lrem);
         }
     }
     let taken = ends.iter().filter(|end| end.is_some()).count();

@@ -93,14 +93,20 @@ async fn send(hub: &Hub, broker: &RedisLink, results: &RedisLink, batch: &mut Ve
         None => None,
     };
 
+    // Each command sized once: grown an argument at a time, the envelopes were copied
+    // again at every doubling of its buffer.
     let mut push = redis::pipe();
     for (list_key, envelopes) in by_list(batch) {
-        push.cmd("LPUSH").arg(list_key).arg(envelopes).ignore();
+        let bytes = "LPUSH".len() + list_key.len() + envelopes.iter().map(|envelope| envelope.len()).sum::<usize>();
+        let mut lpush = redis::Cmd::with_capacity(2 + envelopes.len(), bytes);
+        lpush.arg("LPUSH").arg(list_key).arg(envelopes);
+        push.add_command(lpush).ignore();
     }
     let mut broker = broker.clone();
     let mut results = results.clone();
-    let mut read = redis::cmd("MGET");
-    read.arg(&channels);
+    let bytes = "MGET".len() + channels.iter().map(String::len).sum::<usize>();
+    let mut read = redis::Cmd::with_capacity(1 + channels.len(), bytes);
+    read.arg("MGET").arg(&channels);
     let (pushed, stored) =
         tokio::join!(push.query_async::<()>(&mut broker), read.query_async::<Vec<Option<Vec<u8>>>>(&mut results));
     let stored: Vec<Option<Option<Vec<u8>>>> = match stored {
