@@ -27,6 +27,10 @@ use tokio::io::AsyncWriteExt;
 use super::decode::Decoder;
 use super::{Connection, Error, Head, Inner, Pool};
 
+/// Most a streamed response body asks of the socket at a time: the bytes a connection
+/// holds while its body streams, however long the body.
+const STREAM_READ: u64 = 64 * 1024;
+
 impl Pool {
     /// Sends a request whose body streams, and reads the response head; the response body
     /// is read as it is polled. `parts.uri` is sent in origin form (its path and query);
@@ -315,7 +319,7 @@ impl Body for ResponseBody {
                 Ok(None) => {}
                 Err(error) => return this.fail(error),
             }
-            match ready!(connection.poll_fill(cx, this.decoder.announced())) {
+            match ready!(connection.poll_fill(cx, this.decoder.announced().min(STREAM_READ))) {
                 Ok(0) => {
                     if let Err(error) = this.decoder.closed() {
                         return this.fail(error);
