@@ -103,14 +103,7 @@ fn framing(
         }
         let value = std::str::from_utf8(field.value).unwrap_or("");
         if field.name.eq_ignore_ascii_case("content-length") {
-            for part in value.split(',') {
-                let parsed: u64 =
-                    part.trim().parse().map_err(|_| Error::Head(format!("invalid content-length {value:?}")))?;
-                if length.is_some_and(|known| known != parsed) {
-                    return Err(Error::Head("content-length values differ".into()));
-                }
-                length = Some(parsed);
-            }
+            fold_content_length(value, &mut length).map_err(Error::Head)?;
         } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
             encoded = true;
             // Chunked counts only as the last coding.
@@ -141,6 +134,19 @@ fn framing(
     };
     // A body that runs until the close leaves nothing to reuse.
     Ok((framing, !close && framing != Framing::UntilClose))
+}
+
+/// Folds one `Content-Length` field's value into `length`, what the fields before it gave:
+/// a list of equal lengths is one length (RFC 9110 §8.6); anything else is named.
+pub(super) fn fold_content_length(value: &str, length: &mut Option<u64>) -> Result<(), String> {
+    for part in value.split(',') {
+        let parsed: u64 = part.trim().parse().map_err(|_| format!("invalid content-length {value:?}"))?;
+        if length.is_some_and(|known| known != parsed) {
+            return Err("content-length values differ".into());
+        }
+        *length = Some(parsed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use hyper::{HeaderMap, Method, Response};
 use tokio::io::AsyncWriteExt;
 
 use super::decode::Decoder;
+use super::head::fold_content_length;
 use super::{Connection, Error, Head, Inner, Pool};
 
 /// Most a streamed response body asks of the socket at a time: the bytes a connection
@@ -239,15 +240,7 @@ fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        let text = value.to_str().unwrap_or("");
-        for part in text.split(',') {
-            let parsed: u64 =
-                part.trim().parse().map_err(|_| Error::RequestBody(format!("invalid content-length {text:?}")))?;
-            if length.is_some_and(|known| known != parsed) {
-                return Err(Error::RequestBody("content-length values differ".into()));
-            }
-            length = Some(parsed);
-        }
+        fold_content_length(value.to_str().unwrap_or(""), &mut length).map_err(Error::RequestBody)?;
     }
     Ok(length)
 }
