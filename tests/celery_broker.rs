@@ -524,6 +524,25 @@ async fn lost_tasks_given_up_together_are_taken_out_together_each_answered_for_i
 }
 
 #[tokio::test]
+async fn hundreds_of_tasks_given_up_together_are_all_found_past_one_another() {
+    let (queue, broker, _cleanup, fillers) = removal_setup("remove-burst").await;
+    let mut redis = redis();
+
+    // Three times REMOVE_SCAN at the tail, oldest first, under the fillers: each search
+    // must reach past the others of its batch.
+    let burst: Vec<EncodedTask> = (0..3 * REMOVE_SCAN).map(|i| trivial(&queue, 0, &format!("ev-burst-{i}"))).collect();
+    for task in &burst {
+        let () = redis.lpush(&queue, &task.envelope).expect("LPUSH");
+    }
+    let () = redis.lpush(&queue, &fillers).expect("LPUSH");
+
+    let removed = join_all(burst.iter().map(|t| broker.remove_queued(t))).await;
+    let removed: Vec<bool> = removed.into_iter().map(|r| r.expect("LPOS and LREM")).collect();
+    assert_eq!(removed, vec![true; burst.len()]);
+    assert_eq!(broker.queue_depth().await.expect("LLEN"), fillers.len() as u64);
+}
+
+#[tokio::test]
 async fn a_result_stored_before_the_subscription_is_read_at_once() {
     let queue = new_queue("stored");
     // Polling so slow that only the GET right after subscribing can find the result.

@@ -203,16 +203,17 @@ impl CeleryBroker {
     /// leaves no result.
     ///
     /// The search is bounded: `LPOS ... MAXLEN` looks at the [`REMOVE_SCAN`] messages at
-    /// each end of the list (both in one round trip): the tail, which workers take from,
-    /// holds a task that waited its deadline out in a queue they work through; the head
-    /// holds one pushed shortly before it was given up, in a queue nobody takes from. Only
-    /// where it was found does `LREM` take it out, searching from that end. A plain `LREM`
-    /// would compare the envelope with every message of a deep queue, blocking Redis for
-    /// milliseconds each time. A task further inside stays queued, and its `expires`
-    /// makes the worker that takes it discard it.
+    /// the tail of the list, which workers take from, and where a task that waited its
+    /// deadline out is; if it is not there, at the [`REMOVE_SCAN`] messages at the head,
+    /// where one pushed shortly before it was given up is, in a queue nobody takes from.
+    /// Tasks given up together are looked for together, each search reaching past the
+    /// others. Only where it was found does `LREM` take it out, searching from that end.
+    /// A plain `LREM` would compare the envelope with every message of a deep queue,
+    /// blocking Redis for milliseconds each time. A task further inside stays queued, and
+    /// its `expires` makes the worker that takes it discard it.
     pub async fn remove_queued(&self, task: &EncodedTask) -> Result<bool, BrokerError> {
-        // With the tasks given up at the same moment: two round trips for all of them
-        // (`src/celery/remove.rs`).
+        // With the tasks given up at the same moment: two or three round trips for all of
+        // them (`src/celery/remove.rs`).
         self.inner.remover.remove(&task.list_key, &task.envelope).await
     }
 

@@ -4,8 +4,8 @@
 //! gone, Redis back after an outage) cost two round trips, not two per task.
 //!
 //! Each task is looked for as [`super::broker::CeleryBroker::remove_queued`] says: `LPOS`
-//! from the tail and from the head, each over [`REMOVE_SCAN`] messages, and `LREM` from the
-//! end where it was found.
+//! from the tail, then from the head for those not found there, each over [`REMOVE_SCAN`]
+//! messages past the batch's own, and `LREM` from the end where it was found.
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,72 +57,107 @@ async fn run(broker: RedisLink, mut removals: mpsc::Receiver<Removal>) {
     }
 }
 
-/// Looks for every message of `batch` at both ends of its list, then takes out those found;
-/// one answer per removal, in order.
+/// Looks for every message of `batch` at the tail of its list, then at the head for those
+/// not found there, and takes out those found; one answer per removal, in order.
+///
+/// Each search reaches [`REMOVE_SCAN`] messages past the batch's own: a batch's tasks were
+/// given up together, so they lie together at one end, and each search must see past the
+/// others (searched against the same list, before any is taken out).
 async fn remove_batch(broker: &RedisLink, batch: &[Removal]) -> Vec<Result<bool, BrokerError>> {
     let mut broker = broker.clone();
-    let near = |rank| redis::LposOptions::default().rank(rank).maxlen(REMOVE_SCAN);
-    // Each command sized once: grown an argument at a time, the envelope was copied again
-    // at every doubling of its buffer.
-    let command = |name: &str, removal: &Removal| {
-        let mut command = redis::Cmd::with_capacity(8, 64 + removal.list_key.len() + removal.envelope.len());
-        command.arg(name).arg(&removal.list_key);
-        command
-    };
-    let mut find = redis::pipe();
-    for removal in batch {
-        for rank in [-1, 1] {
-            let mut lpos = command("LPOS", removal);
-            lpos.arg(&removal.envelope).arg(near(rank));
-            find.add_command(lpos);
-        }
-    }
-    let found = match find.query_async::<Vec<Option<i64>>>(&mut broker).await {
-        Ok(found) if found.len() == 2 * batch.len() => found,
-        Ok(found) => {
-            let error = redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "LPOS pipeline answered with the wrong count",
-                format!("{} answers for {} commands", found.len(), 2 * batch.len()),
-            ));
-            return failed(batch, "LPOS", &error);
-        }
+    let reach: Vec<usize> =
+        batch.iter().map(|r| REMOVE_SCAN + batch.iter().filter(|other| other.list_key == r.list_key).count()).collect();
+    // From the tail first, as workers take from there and a task given up at its deadline
+    // is found there; a second look at the head only for those that are not.
+    let tail = pipeline(batch.iter().zip(&reach).map(|(removal, reach)| lpos(removal, -1, *reach)));
+    let at_tail = match query(&mut broker, &tail, batch.len(), "LPOS").await {
+        Ok(found) => found,
         Err(error) => return failed(batch, "LPOS", &error),
     };
-    // From the end where each was found: the tail first, as workers take from there.
-    let ends: Vec<Option<i64>> = found
-        .chunks(2)
-        .map(|pair| match (pair[0], pair[1]) {
-            (Some(_), _) => Some(-1),
-            (None, Some(_)) => Some(1),
-            (None, None) => None,
-        })
-        .collect();
-    let mut take = redis::pipe();
-    for (removal, end) in batch.iter().zip(&ends) {
-        if let Some(end) = end {
-            let mut lrem = command("LREM", removal);
-            lrem.arg(*end).arg(&removal.envelope);
-            take.add_command(lrem);
-        }
-    }
-    let taken = ends.iter().filter(|end| end.is_some()).count();
-    if taken == 0 {
-        return batch.iter().map(|_| Ok(false)).collect();
-    }
-    let mut removed = match take.query_async::<Vec<u64>>(&mut broker).await {
-        Ok(removed) if removed.len() == taken => removed.into_iter(),
-        Ok(removed) => {
-            let error = redis::RedisError::from((
-                redis::ErrorKind::Client,
-                "LREM pipeline answered with the wrong count",
-                format!("{} answers for {taken} commands", removed.len()),
-            ));
-            return failed(batch, "LREM", &error);
-        }
+    // The tail's finds taken out, and the others looked for at the head, in one round trip.
+    let second = pipeline(batch.iter().zip(&reach).zip(&at_tail).map(|((removal, reach), found)| match found {
+        Some(_) => lrem(removal, -1),
+        None => lpos(removal, 1, *reach),
+    }));
+    let answers = match query(&mut broker, &second, batch.len(), "LREM").await {
+        Ok(answers) => answers,
         Err(error) => return failed(batch, "LREM", &error),
     };
-    ends.iter().map(|end| Ok(end.is_some() && removed.next().is_some_and(|n| n > 0))).collect()
+    let at_head: Vec<bool> =
+        at_tail.iter().zip(&answers).map(|(tail, answer)| tail.is_none() && answer.is_some()).collect();
+    let from_head = at_head.iter().filter(|found| **found).count();
+    let mut taken_from_head = if from_head == 0 {
+        Vec::new().into_iter()
+    } else {
+        let third =
+            pipeline(batch.iter().zip(&at_head).filter(|(_, found)| **found).map(|(removal, _)| lrem(removal, 1)));
+        match query(&mut broker, &third, from_head, "LREM").await {
+            Ok(removed) => removed.into_iter(),
+            Err(error) => return failed(batch, "LREM", &error),
+        }
+    };
+    at_tail
+        .iter()
+        .zip(&answers)
+        .zip(&at_head)
+        .map(|((tail, answer), head)| {
+            let removed = match (tail, head) {
+                (Some(_), _) => *answer,
+                (None, true) => taken_from_head.next().flatten(),
+                (None, false) => None,
+            };
+            Ok(removed.is_some_and(|n| n > 0))
+        })
+        .collect()
+}
+
+/// `LPOS list envelope RANK rank MAXLEN reach`: where the message is, counting from the
+/// tail (rank -1) or the head (rank 1), if within `reach` messages of that end.
+fn lpos(removal: &Removal, rank: isize, reach: usize) -> redis::Cmd {
+    let mut lpos = command("LPOS", removal);
+    lpos.arg(&removal.envelope).arg(redis::LposOptions::default().rank(rank).maxlen(reach));
+    lpos
+}
+
+/// `LREM list count envelope`: the first copy from the tail (count -1) or the head (1).
+fn lrem(removal: &Removal, count: isize) -> redis::Cmd {
+    let mut lrem = command("LREM", removal);
+    lrem.arg(count).arg(&removal.envelope);
+    lrem
+}
+
+/// A command naming the removal's list, sized once: grown an argument at a time, the
+/// envelope was copied again at every doubling of its buffer.
+fn command(name: &str, removal: &Removal) -> redis::Cmd {
+    let mut command = redis::Cmd::with_capacity(8, 64 + removal.list_key.len() + removal.envelope.len());
+    command.arg(name).arg(&removal.list_key);
+    command
+}
+
+fn pipeline(commands: impl Iterator<Item = redis::Cmd>) -> redis::Pipeline {
+    let mut pipeline = redis::pipe();
+    for command in commands {
+        pipeline.add_command(command);
+    }
+    pipeline
+}
+
+/// Sends `pipeline`: an answer per command (`None` for a nil), exactly `count` of them.
+async fn query(
+    broker: &mut RedisLink,
+    pipeline: &redis::Pipeline,
+    count: usize,
+    name: &str,
+) -> Result<Vec<Option<i64>>, redis::RedisError> {
+    let answers: Vec<Option<i64>> = pipeline.query_async(broker).await?;
+    if answers.len() != count {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "pipeline answered with the wrong count",
+            format!("{} answers for {count} commands ({name})", answers.len()),
+        )));
+    }
+    Ok(answers)
 }
 
 /// The same failure for every removal of the batch, each naming its own list.
