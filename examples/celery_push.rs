@@ -82,10 +82,12 @@ async fn main() -> ExitCode {
                 let spec = TaskSpec {
                     args: vec![json!(eval_id), json!("print('hello')"), json!("python")],
                     kwargs: vec![("shadow".into(), json!(true))],
+                    // As the sidecar does: an id its pattern subscription covers.
+                    task_id: Some(broker.new_task_id()),
                     ..TaskSpec::new("evaluate", queue)
                 };
                 let task = encode_task(&spec, &PriorityLayout::default()).map_err(|e| e.to_string())?;
-                // The waiter is dropped at once: its channel is unsubscribed in the background.
+                // The waiter is dropped at once.
                 broker.submit(&task).await.map(drop).map_err(|e| e.to_string())
             }
         })

@@ -77,6 +77,17 @@ fn trivial(queue: &str, priority: u8, eval_id: &str) -> EncodedTask {
     encode_task(&spec, &PriorityLayout::default()).expect("encodes")
 }
 
+/// `trivial`, with an id the broker made, as the sidecar's tasks have: its result reaches
+/// the waiter through the broker's pattern subscription.
+fn trivial_with_own_id(broker: &CeleryBroker, queue: &str, eval_id: &str) -> EncodedTask {
+    let spec = TaskSpec {
+        args: vec![json!(eval_id), json!(""), json!("python")],
+        task_id: Some(broker.new_task_id()),
+        ..TaskSpec::new("trivial", queue)
+    };
+    encode_task(&spec, &PriorityLayout::default()).expect("encodes")
+}
+
 /// What `trivial` returns.
 fn trivial_outcome(eval_id: &str) -> Value {
     json!({"eval_id": eval_id, "status": "completed", "stdout": "", "stderr": "", "exit_code": 0, "duration_ms": 0})
@@ -425,6 +436,37 @@ async fn two_hundred_concurrent_tasks_share_one_pubsub_connection() {
     assert_eq!(left, Some(0), "subscriptions left on the shared connection");
 }
 
+#[tokio::test]
+async fn tasks_with_the_brokers_ids_need_no_subscription_of_their_own() {
+    let queue = new_queue("pattern");
+    // Polling so slow that only pub/sub can deliver the results in time.
+    let broker = connect(BrokerConfig { result_poll_interval: Duration::from_secs(60), ..config(&queue) }).await;
+    let tasks: Vec<EncodedTask> =
+        (0..50).map(|i| trivial_with_own_id(&broker, &queue, &format!("ev-pattern-{i}"))).collect();
+    let _cleanup = Cleanup::default().queue(&queue).results(&tasks);
+    let waiters = join_all(tasks.iter().map(|t| broker.submit(t))).await;
+    let waiting = tokio::spawn(join_all(waiters.into_iter().map(|w| w.expect("submitted").wait(TASK_DEADLINE))));
+
+    let mut redis = redis();
+    for task in &tasks {
+        // No client subscribed to the channel itself...
+        let numsub: (String, u32) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(result_key(&task.task_id)).query(&mut redis).expect("NUMSUB");
+        assert_eq!(numsub.1, 0, "{}", task.task_id);
+        // ...yet exactly one receives its publish: our broker, through its pattern.
+        assert_eq!(write_state(task, "SUCCESS", json!(task.task_id)), 1, "{}", task.task_id);
+    }
+    let started = Instant::now();
+    for (task, outcome) in tasks.iter().zip(waiting.await.expect("waits ran")) {
+        assert_eq!(final_result(outcome).0.state, TaskState::Success(json!(task.task_id)));
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}: results were polled", started.elapsed());
+    assert_eq!(
+        broker.stats(),
+        BrokerStats { pubsub_connected: true, pubsub_connects: 1, waiters: 0, late_watches: 0, result_polls: 0 }
+    );
+}
+
 // ---- no worker ------------------------------------------------------------------------
 
 #[tokio::test]
@@ -659,8 +701,12 @@ async fn a_dropped_pubsub_connection_is_reopened_and_resubscribed() {
     let queue = new_queue("reconnect");
     // Polling so slow that only pub/sub can deliver the results in time.
     let broker = connect(BrokerConfig { result_poll_interval: Duration::from_secs(60), ..config(&queue) }).await;
-    // An unusual number of subscriptions, to find our connection in CLIENT LIST.
-    let tasks: Vec<EncodedTask> = (0..37).map(|i| trivial(&queue, 0, &format!("ev-reconnect-{i}"))).collect();
+    // An unusual number of subscriptions, to find our connection in CLIENT LIST, and tasks
+    // with the broker's own ids, which its pattern subscription covers.
+    let tasks: Vec<EncodedTask> = (0..37)
+        .map(|i| trivial(&queue, 0, &format!("ev-reconnect-{i}")))
+        .chain((0..5).map(|i| trivial_with_own_id(&broker, &queue, &format!("ev-reconnect-own-{i}"))))
+        .collect();
     let _cleanup = Cleanup::default().queue(&queue).results(&tasks);
     let waiters = join_all(tasks.iter().map(|t| broker.submit(t))).await;
     let ours = |subs: Vec<(u64, u64)>| subs.into_iter().filter(|(_, sub)| *sub == 37).map(|(id, _)| id).collect();
@@ -679,7 +725,7 @@ async fn a_dropped_pubsub_connection_is_reopened_and_resubscribed() {
     assert_eq!(after.len(), 1, "no new connection subscribed to the 37 channels: {after:?}");
     assert_eq!(
         broker.stats(),
-        BrokerStats { pubsub_connected: true, pubsub_connects: 2, waiters: 37, late_watches: 0, result_polls: 0 }
+        BrokerStats { pubsub_connected: true, pubsub_connects: 2, waiters: 42, late_watches: 0, result_polls: 0 }
     );
 
     let waiting = tokio::spawn(join_all(waiters.into_iter().map(|w| w.expect("submitted").wait(TASK_DEADLINE))));

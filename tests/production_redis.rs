@@ -337,3 +337,53 @@ async fn a_sentinel_failover_pauses_mirroring_then_resumes_on_the_new_master_wit
     let log = sidecar.log();
     assert!(log.contains(&format!("master=127.0.0.1:{}", replica.port)), "the move is logged:\n{log}");
 }
+
+#[tokio::test]
+async fn an_acl_refusing_the_result_pattern_still_gets_every_result_by_its_own_channel() {
+    use shadowdiff::celery::broker::{BrokerConfig, CeleryBroker, WaitOutcome};
+    use shadowdiff::celery::redis_target::RedisSpec;
+    use shadowdiff::celery::{encode_task, result_key, PriorityLayout, TaskSpec, TaskState};
+
+    // Result channels allowed as a narrow ACL allows them: Redis accepts a PSUBSCRIBE only
+    // for a pattern listed literally, so the broker's own pattern is refused.
+    let redis = OwnRedis::start_with(
+        &["--user", USER, "on", &format!(">{PASSWORD}"), "~*", "&celery-task-meta-*", "+@all"].map(String::from),
+    );
+    let url = format!("redis://{USER}:{PASSWORD}@127.0.0.1:{}/0", redis.port);
+    let queue = queue("acl-pattern");
+    let broker = CeleryBroker::connect(BrokerConfig {
+        broker: RedisSpec::url(&url),
+        result: RedisSpec::url(&url),
+        queue: queue.clone(),
+        layout: PriorityLayout::default(),
+        delete_results: false,
+        // Polling so slow that only pub/sub can deliver the result in time.
+        result_poll_interval: Duration::from_secs(60),
+        late_result_watch: Duration::ZERO,
+    })
+    .await
+    .expect("connects all the same");
+    let spec = TaskSpec { task_id: Some(broker.new_task_id()), ..TaskSpec::new("trivial", &queue) };
+    let task = encode_task(&spec, &PriorityLayout::default()).expect("encodes");
+    let waiter = broker.submit(&task).await.expect("submitted");
+
+    // Written as a worker writes it, by the default user: one receiver, the task's channel.
+    let key = result_key(&task.task_id);
+    let value = json!({"status": "SUCCESS", "result": "done", "traceback": null, "children": [],
+        "date_done": "2026-12-07T09:00:00.000000+00:00", "task_id": task.task_id})
+    .to_string();
+    let ((), receivers): ((), u32) = redis::pipe()
+        .atomic()
+        .set_ex(&key, &value, 60)
+        .publish(&key, &value)
+        .query(&mut redis.connection())
+        .expect("MULTI");
+    assert_eq!(receivers, 1);
+    match waiter.wait(Duration::from_secs(10)).await {
+        Ok(WaitOutcome::Final { result, retries_seen: 0 }) => {
+            assert_eq!(result.state, TaskState::Success(json!("done")))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(broker.stats().result_polls, 0);
+}

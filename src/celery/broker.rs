@@ -147,9 +147,16 @@ impl CeleryBroker {
         })
     }
 
+    /// A new random task id (a v4 UUID) for a task to [`submit`](Self::submit): results
+    /// of such ids reach their waiters through one pattern subscription, so they cost no
+    /// `SUBSCRIBE` and `UNSUBSCRIBE` each, as any other id does.
+    pub fn new_task_id(&self) -> String {
+        self.inner.reader.new_task_id()
+    }
+
     /// Sends one task: validates the envelope (an invalid one is refused with the
-    /// validator's error and never pushed), subscribes to the task's result channel,
-    /// then `LPUSH`es the envelope onto `task.list_key`, with the other tasks submitted
+    /// validator's error and never pushed), subscribes to the task's result channel
+    /// (unless the id is one of [`new_task_id`](Self::new_task_id)'s), then `LPUSH`es the envelope onto `task.list_key`, with the other tasks submitted
     /// at the same moment (`src/celery/submit.rs`). The returned [`Waiter`] owns the
     /// subscription; drop it to give it up.
     ///

@@ -13,15 +13,23 @@
 //!
 //! The [`Hub`] owns the pub/sub connection. A background task reads it and hands each
 //! message to the waiter registered for that task id; when the connection drops it opens
-//! a new one and subscribes again to the channels of the current waiters. Channels no
-//! longer needed are unsubscribed in batches by another background task.
+//! a new one and subscribes again.
+//!
+//! The hub makes the ids of the tasks it submits ([`Hub::new_task_id`]): random v4 UUIDs
+//! that begin with 8 hex digits drawn once per hub. One `PSUBSCRIBE
+//! celery-task-meta-<those digits>-*`, made when a connection opens and before it is
+//! used, receives the results of all of them: a task costs no `SUBSCRIBE` and no
+//! `UNSUBSCRIBE`, and the server matches each `PUBLISH` against one pattern. Any other id
+//! (one given in the task's spec) has its channel subscribed with the batch that pushes
+//! it; such channels are unsubscribed in batches by another background task once no
+//! longer needed.
 
 use super::error::{BrokerError, CONNECT_TIMEOUT, RESULT_BACKEND};
 use super::keys::Keys;
 use super::redis_target::{RedisLink, RedisTarget};
 use super::{parse_result, result_key, task_id_from_channel, TaskResult};
 use futures_util::StreamExt as _;
-use redis::aio::{PubSub, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use redis::AsyncCommands as _;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +124,13 @@ pub(super) struct Hub {
     connection: watch::Sender<Option<u64>>,
     /// Channels to unsubscribe, sent in batches by [`release`].
     release: mpsc::UnboundedSender<String>,
+    /// The first 4 bytes of every id [`Hub::new_task_id`] makes.
+    id_prefix: [u8; 4],
+    /// Those bytes as the ids spell them: 8 hex digits and a `-`.
+    id_text: String,
+    /// Whether the result backend accepted the pattern subscription (an ACL may allow
+    /// only some channel patterns); if not, every task subscribes its own channel.
+    pattern: bool,
 }
 
 struct HubState {
@@ -141,7 +156,30 @@ impl Hub {
     /// Opens the pub/sub connection to the result backend and starts the dispatcher. The
     /// connection is ready to subscribe on when this returns.
     pub(super) async fn start(target: RedisTarget) -> Result<(Arc<Hub>, mpsc::Receiver<String>), BrokerError> {
-        let (sink, stream) = open_pubsub(&target).await?.split();
+        let id_prefix = random_id_prefix();
+        let id_text = id_text(id_prefix);
+        let (mut sink, stream) = open_pubsub(&target).await?;
+        let pattern = match subscribe_pattern(&mut sink, &id_text).await {
+            Ok(()) => true,
+            // The server's answer (an ACL's NOPERM): each task's channel is subscribed.
+            Err(error) if error.code().is_some() => {
+                tracing::warn!(
+                    %error,
+                    pattern = result_pattern(&id_text),
+                    "the result backend refused the pattern subscription: each task subscribes and unsubscribes \
+                     its own result channel (allow the pattern with `&celery-task-meta-*` in the ACL user's \
+                     channels to spare that)"
+                );
+                false
+            }
+            Err(error) => {
+                return Err(BrokerError::Unavailable {
+                    which: RESULT_BACKEND,
+                    action: format!("PSUBSCRIBE {:?}", result_pattern(&id_text)),
+                    source: error,
+                })
+            }
+        };
         let (janitor, janitor_rx) = mpsc::channel(JANITOR_BUFFER);
         let (release_tx, release_rx) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub {
@@ -153,6 +191,9 @@ impl Hub {
             warned_missing_key: std::sync::atomic::AtomicBool::new(false),
             connection: watch::Sender::new(None),
             release: release_tx,
+            id_prefix,
+            id_text,
+            pattern,
         });
         hub.install(sink);
         tokio::spawn(release(Arc::downgrade(&hub), release_rx));
@@ -167,13 +208,26 @@ impl Hub {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes `sink` the current connection and returns the channels to subscribe again.
+    /// A new task id, random, whose results the pattern subscription receives.
+    pub(super) fn new_task_id(&self) -> String {
+        task_id_starting(self.id_prefix)
+    }
+
+    /// Whether `task_id` is one of [`Hub::new_task_id`]'s, whose channel the pattern
+    /// subscription covers.
+    pub(super) fn covers(&self, task_id: &str) -> bool {
+        self.pattern && task_id.starts_with(&self.id_text)
+    }
+
+    /// Makes `sink` the current connection (its pattern already subscribed) and returns
+    /// the channels to subscribe again: those of other ids, still waited for or watched.
     fn install(&self, sink: PubSubSink) -> Vec<String> {
         let connection = self.connects.fetch_add(1, Ordering::Relaxed) + 1;
         let mut state = self.lock();
         state.sink = Some(sink);
         self.connection.send_replace(Some(connection));
-        state.waiters.keys().chain(state.late.keys()).map(|id| result_key(id)).collect()
+        let ids = state.waiters.keys().chain(state.late.keys());
+        ids.filter(|id| !self.covers(id)).map(|id| result_key(id)).collect()
     }
 
     fn uninstall(&self) {
@@ -189,8 +243,12 @@ impl Hub {
         Some((state.sink.clone()?, connection))
     }
 
-    /// Queues `task_id`'s result channel to be unsubscribed with the next batch.
+    /// Queues `task_id`'s result channel to be unsubscribed with the next batch, unless
+    /// the pattern covers it.
     fn unsubscribe_later(&self, task_id: &str) {
+        if self.covers(task_id) {
+            return;
+        }
         // The receiver lives as long as the hub.
         let _ = self.release.send(result_key(task_id));
     }
@@ -288,28 +346,68 @@ impl Drop for Hub {
     }
 }
 
+/// 4 random bytes, the start of a hub's task ids.
+fn random_id_prefix() -> [u8; 4] {
+    let bytes = uuid::Uuid::new_v4().into_bytes();
+    [bytes[0], bytes[1], bytes[2], bytes[3]]
+}
+
+/// A random v4 UUID whose first 4 bytes are `prefix`, spelled as Celery's ids are.
+fn task_id_starting(prefix: [u8; 4]) -> String {
+    let mut bytes = *uuid::Uuid::new_v4().as_bytes();
+    bytes[..4].copy_from_slice(&prefix);
+    uuid::Uuid::from_bytes(bytes).to_string()
+}
+
+/// How the ids spell `prefix`: 8 lowercase hex digits and the `-` after them.
+fn id_text(prefix: [u8; 4]) -> String {
+    format!("{:08x}-", u32::from_be_bytes(prefix))
+}
+
+/// The pattern whose channels are the result channels of the ids starting `id_text`.
+fn result_pattern(id_text: &str) -> String {
+    format!("{}*", result_key(id_text))
+}
+
+fn timed_out() -> redis::RedisError {
+    std::io::Error::from(std::io::ErrorKind::TimedOut).into()
+}
+
 /// Opens a pub/sub connection to the result backend (behind Sentinel, to the master the
 /// sentinels name now).
-async fn open_pubsub(target: &RedisTarget) -> Result<PubSub, BrokerError> {
+async fn open_pubsub(target: &RedisTarget) -> Result<(PubSubSink, PubSubStream), BrokerError> {
     let client = target.client().await.map_err(|e| BrokerError::from_target(RESULT_BACKEND, e))?;
-    let opened = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()));
-    opened.map_err(BrokerError::unavailable(RESULT_BACKEND, "open pub/sub connection".into()))
+    let opened = timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await.unwrap_or_else(|_| Err(timed_out()));
+    Ok(opened.map_err(BrokerError::unavailable(RESULT_BACKEND, "open pub/sub connection".into()))?.split())
+}
+
+/// Subscribes `sink` to the pattern of the ids starting `id_text`: every result of theirs
+/// published once this returns is received.
+async fn subscribe_pattern(sink: &mut PubSubSink, id_text: &str) -> Result<(), redis::RedisError> {
+    let pattern = result_pattern(id_text);
+    timeout(SUBSCRIBE_TIMEOUT, sink.psubscribe(&pattern)).await.unwrap_or_else(|_| Err(timed_out()))
 }
 
 /// The dispatcher: reads the pub/sub connection, hands messages to waiters, reconnects.
 /// It starts with the stream of the connection [`Hub::start`] installed, holds the hub
 /// weakly and ends when the hub is gone.
 async fn dispatch(hub: Weak<Hub>, target: RedisTarget, first: PubSubStream) {
+    let Some(pattern) = hub.upgrade().map(|hub| hub.pattern.then(|| hub.id_text.clone())) else { return };
     let mut next = Some(first);
     let mut delay = RECONNECT_MIN;
     loop {
         let mut stream = match next.take() {
             Some(stream) => stream,
             None => match open_pubsub(&target).await {
-                Ok(pubsub) => {
-                    let (sink, stream) = pubsub.split();
+                Ok((mut sink, stream)) => {
+                    if let Some(id_text) = &pattern {
+                        if let Err(error) = subscribe_pattern(&mut sink, id_text).await {
+                            tracing::warn!(%error, retry_in = ?delay, "cannot subscribe the reopened result pub/sub connection");
+                            sleep(delay).await;
+                            delay = (delay * 2).min(RECONNECT_MAX);
+                            continue;
+                        }
+                    }
                     let Some(channels) = hub.upgrade().map(|hub| hub.install(sink.clone())) else { return };
                     if !channels.is_empty() {
                         tracing::info!(waiters = channels.len(), "result pub/sub reopened; subscribing again");
@@ -425,6 +523,12 @@ impl ResultReader {
     /// Ends the late watch of `task_id` and unsubscribes its channel.
     pub(super) fn forget_late(&self, task_id: &str) {
         self.hub.unwatch_late(task_id);
+    }
+
+    /// A new task id whose results reach the waiters without a `SUBSCRIBE` of their own
+    /// ([`Hub::new_task_id`]).
+    pub(super) fn new_task_id(&self) -> String {
+        self.hub.new_task_id()
     }
 
     /// The hub, for the batcher that subscribes and pushes.

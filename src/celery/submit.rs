@@ -2,15 +2,18 @@
 //! moment and sends them together, so that a burst of evaluations costs a few round trips
 //! and no command per evaluation:
 //!
-//! 1. one `SUBSCRIBE` naming the result channels of the whole batch, on the shared pub/sub
-//!    connection, and its confirmations awaited (a result published from then on is seen);
+//! 1. the ids the hub made ([`Hub::new_task_id`]) are already covered by its pattern
+//!    subscription; for any other id, one `SUBSCRIBE` naming their result channels, on
+//!    the shared pub/sub connection, and its confirmations awaited (a result published
+//!    from then on is seen);
 //! 2. then at once, in one pipeline on the broker, one `LPUSH` per queue list carrying all
-//!    of the batch's envelopes for it (in submission order), and one `MGET` of the result
-//!    keys on the result backend (a result stored before the subscription, for a reused
-//!    task id, is found there).
+//!    of the batch's envelopes for it (in submission order), and, for those other ids, one
+//!    `MGET` of their result keys on the result backend (a result stored before the
+//!    subscription, for a reused task id, is found there). An id the hub made is new, so
+//!    it has no result yet.
 //!
-//! A quiet sidecar sends batches of one, two round trips each as before; under load the
-//! batch is whatever arrived during the previous one, up to [`MAX_BATCH`].
+//! A quiet sidecar sends batches of one, one round trip each; under load the batch is
+//! whatever arrived during the previous one, up to [`MAX_BATCH`].
 
 use std::sync::Arc;
 
@@ -80,17 +83,21 @@ async fn run(hub: Arc<Hub>, broker: RedisLink, results: RedisLink, mut submissio
 
 /// Sends one batch and answers each of its submissions; leaves `batch` empty.
 async fn send(hub: &Hub, broker: &RedisLink, results: &RedisLink, batch: &mut Vec<Submission>) {
-    let channels: Vec<String> = batch.iter().map(|s| result_key(&s.task_id)).collect();
-    let subscribed_on = match hub.current_sink() {
+    // The channels the pattern does not cover, in batch order.
+    let channels: Vec<String> =
+        batch.iter().filter(|s| !hub.covers(&s.task_id)).map(|s| result_key(&s.task_id)).collect();
+    // The connection the pattern is subscribed on, and whether the other channels are.
+    let (connection, channels_subscribed) = match hub.current_sink() {
+        Some((_, connection)) if channels.is_empty() => (Some(connection), true),
         Some((mut sink, connection)) => match timeout(SUBSCRIBE_TIMEOUT, sink.subscribe(&channels)).await {
-            Ok(Ok(())) => Some(connection),
+            Ok(Ok(())) => (Some(connection), true),
             _ => {
-                tracing::debug!(tasks = batch.len(), "SUBSCRIBE failed; these results will be polled");
-                None
+                tracing::debug!(tasks = channels.len(), "SUBSCRIBE failed; these results will be polled");
+                (Some(connection), false)
             }
         },
         // Reconnecting: the dispatcher subscribes every registered waiter once it is back.
-        None => None,
+        None => (None, false),
     };
 
     // Each command sized once: grown an argument at a time, the envelopes were copied
@@ -103,20 +110,13 @@ async fn send(hub: &Hub, broker: &RedisLink, results: &RedisLink, batch: &mut Ve
         push.add_command(lpush).ignore();
     }
     let mut broker = broker.clone();
-    let mut results = results.clone();
-    let bytes = "MGET".len() + channels.iter().map(String::len).sum::<usize>();
-    let mut read = redis::Cmd::with_capacity(1 + channels.len(), bytes);
-    read.arg("MGET").arg(&channels);
-    let (pushed, stored) =
-        tokio::join!(push.query_async::<()>(&mut broker), read.query_async::<Vec<Option<Vec<u8>>>>(&mut results));
-    let stored: Vec<Option<Option<Vec<u8>>>> = match stored {
-        Ok(values) if values.len() == batch.len() => values.into_iter().map(Some).collect(),
-        Ok(_) | Err(_) => {
-            tracing::debug!(tasks = batch.len(), "MGET of new result keys failed; the waiters read them again");
-            vec![None; batch.len()]
-        }
-    };
-    for (submission, stored) in batch.drain(..).zip(stored) {
+    let (pushed, stored) = tokio::join!(push.query_async::<()>(&mut broker), read_keys(results, &channels));
+    let mut stored = stored.into_iter();
+    for submission in batch.drain(..) {
+        let covered = hub.covers(&submission.task_id);
+        let subscribed_on = connection.filter(|_| covered || channels_subscribed);
+        // A new id has no result yet.
+        let stored = if covered { Some(None) } else { stored.next().flatten() };
         let answer = match &pushed {
             Ok(()) => Ok(Pushed { subscribed_on, stored }),
             Err(e) => Err(BrokerError::Unavailable {
@@ -127,6 +127,25 @@ async fn send(hub: &Hub, broker: &RedisLink, results: &RedisLink, batch: &mut Ve
         };
         // The submitter may have given up waiting; its waiter then unsubscribes.
         let _ = submission.reply.send(answer);
+    }
+}
+
+/// One `MGET` of `keys`: each value, `None` for all if the read failed (the waiters read
+/// them again). No command for no keys.
+async fn read_keys(results: &RedisLink, keys: &[String]) -> Vec<Option<Option<Vec<u8>>>> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let mut results = results.clone();
+    let bytes = "MGET".len() + keys.iter().map(String::len).sum::<usize>();
+    let mut read = redis::Cmd::with_capacity(1 + keys.len(), bytes);
+    read.arg("MGET").arg(keys);
+    match read.query_async::<Vec<Option<Vec<u8>>>>(&mut results).await {
+        Ok(values) if values.len() == keys.len() => values.into_iter().map(Some).collect(),
+        Ok(_) | Err(_) => {
+            tracing::debug!(keys = keys.len(), "MGET of new result keys failed; the waiters read them again");
+            vec![None; keys.len()]
+        }
     }
 }
 

@@ -57,3 +57,20 @@ fn an_unreadable_value_is_an_error_naming_the_task() {
     let error = Progress::default().observe("t-9", S, b"not json").expect_err("refused");
     assert!(matches!(&error, BrokerError::BadResult { task_id, .. } if task_id == "t-9"), "{error}");
 }
+
+#[test]
+fn the_hubs_ids_are_v4_uuids_under_its_pattern() {
+    let prefix = [0x0a, 0x1b, 0x2c, 0x3d];
+    let text = id_text(prefix);
+    assert_eq!(text, "0a1b2c3d-");
+    assert_eq!(result_pattern(&text), "celery-task-meta-0a1b2c3d-*");
+    let ids: Vec<String> = (0..100).map(|_| task_id_starting(prefix)).collect();
+    for id in &ids {
+        let uuid = uuid::Uuid::parse_str(id).expect("a UUID");
+        assert_eq!(uuid.get_version_num(), 4, "{id}");
+        assert_eq!(uuid.hyphenated().to_string(), *id, "spelled as Celery's ids are");
+        assert!(id.starts_with(&text), "{id}");
+    }
+    let distinct: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+}

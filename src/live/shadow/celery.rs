@@ -225,6 +225,8 @@ impl CeleryShadow {
             time_limit: s.time_limit,
             soft_time_limit: s.soft_time_limit,
             origin: self.origin.clone(),
+            // An id the broker's pattern subscription covers: no SUBSCRIBE of its own.
+            task_id: Some(self.broker.new_task_id()),
             ..TaskSpec::new(s.task.clone(), s.queue.clone())
         }
     }
