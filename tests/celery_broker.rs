@@ -585,6 +585,25 @@ async fn hundreds_of_tasks_given_up_together_are_all_found_past_one_another() {
 }
 
 #[tokio::test]
+async fn a_lost_task_behind_older_tasks_still_waited_for_is_found() {
+    let (queue, broker, _cleanup, fillers) = removal_setup("remove-behind").await;
+    let mut redis = redis();
+
+    // Older tasks still waited for at the tail (their deadlines fire later, as on a busier
+    // proxy thread), then the task given up, then the fillers: it is deeper than
+    // REMOVE_SCAN from both ends.
+    let older: Vec<EncodedTask> = (0..REMOVE_SCAN + 50).map(|i| trivial(&queue, 0, &format!("ev-older-{i}"))).collect();
+    let waiting: Vec<_> = join_all(older.iter().map(|t| broker.submit(t))).await;
+    let lost = trivial(&queue, 0, "ev-given-up");
+    drop(broker.submit(&lost).await.expect("submitted"));
+    let () = redis.lpush(&queue, &fillers).expect("LPUSH");
+
+    assert!(broker.remove_queued(&lost).await.expect("LPOS and LREM"));
+    assert_eq!(broker.queue_depth().await.expect("LLEN"), (older.len() + fillers.len()) as u64);
+    drop(waiting);
+}
+
+#[tokio::test]
 async fn a_result_stored_before_the_subscription_is_read_at_once() {
     let queue = new_queue("stored");
     // Polling so slow that only the GET right after subscribing can find the result.

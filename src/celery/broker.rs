@@ -49,7 +49,7 @@ pub use super::error::{BrokerError, BROKER, RESULT_BACKEND};
 pub use super::results::{BrokerStats, WaitOutcome, Waiter, MAX_LATE_WATCHES};
 
 /// How many messages at each end of a queue [`CeleryBroker::remove_queued`] looks
-/// through.
+/// through, beyond the broker's own tasks in flight.
 pub const REMOVE_SCAN: usize = 100;
 
 /// Where the broker and result backend are, and how results are read.
@@ -133,7 +133,8 @@ impl CeleryBroker {
             config.late_result_watch,
         );
         let submitter = Submitter::start(reader.hub(), broker.clone(), reader.link());
-        let remover = Remover::start(broker.clone());
+        let hub = Arc::downgrade(&reader.hub());
+        let remover = Remover::start(broker.clone(), move || hub.upgrade().map_or(0, |hub| hub.waiting()));
         Ok(CeleryBroker {
             inner: Arc::new(Inner {
                 queue: config.queue,
@@ -209,12 +210,13 @@ impl CeleryBroker {
     /// whether it was still there. A removed task never runs, so it needs no revoke and
     /// leaves no result.
     ///
-    /// The search is bounded: `LPOS ... MAXLEN` looks at the [`REMOVE_SCAN`] messages at
-    /// the tail of the list, which workers take from, and where a task that waited its
-    /// deadline out is; if it is not there, at the [`REMOVE_SCAN`] messages at the head,
-    /// where one pushed shortly before it was given up is, in a queue nobody takes from.
-    /// Tasks given up together are looked for together, each search reaching past the
-    /// others. Only where it was found does `LREM` take it out, searching from that end.
+    /// The search is bounded: `LPOS ... MAXLEN` looks at the tail of the list, which
+    /// workers take from, and where a task that waited its deadline out is; if it is not
+    /// there, at the head, where one pushed shortly before it was given up is, in a queue
+    /// nobody takes from. At each end it looks through [`REMOVE_SCAN`] messages past this
+    /// broker's own tasks in flight (waited for, or being removed): those may lie between
+    /// the task and the end, as a task's deadline can pass before an older one's. Only
+    /// where it was found does `LREM` take it out, searching from that end.
     /// A plain `LREM` would compare the envelope with every message of a deep queue,
     /// blocking Redis for milliseconds each time. A task further inside stays queued, and
     /// its `expires` makes the worker that takes it discard it.

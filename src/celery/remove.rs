@@ -1,11 +1,24 @@
 //! Taking given-up tasks out of their queues in batches: one background task takes every
-//! removal waiting at that moment and looks for all of them in one round trip, then takes
-//! out those it found in a second one, so that many tasks given up together (a worker pool
-//! gone, Redis back after an outage) cost two round trips, not two per task.
+//! removal waiting at that moment and looks for all of them at the tail of their lists in
+//! one round trip, then takes out those found there and looks at the head for the others
+//! in a second one (and a third takes out those found at the head), so that many tasks
+//! given up together (a worker pool gone, Redis back after an outage) cost two or three
+//! round trips, not two per task.
 //!
 //! Each task is looked for as [`super::broker::CeleryBroker::remove_queued`] says: `LPOS`
 //! from the tail, then from the head for those not found there, each over [`REMOVE_SCAN`]
-//! messages past the batch's own, and `LREM` from the end where it was found.
+//! messages past this sidecar's own tasks still in flight, and `LREM` from the end where
+//! it was found.
+//!
+//! Why past those: the tasks between a lost task and the tail are older ones, and those of
+//! this sidecar are given up in about the order they were pushed, but not exactly: two
+//! proxy threads under load fire their deadlines a little apart, and tasks given up
+//! together are searched for before any is taken out. A search that stopped at a fixed
+//! depth missed such a task, which then stayed at the tail, in front of every later one,
+//! and no later search found anything.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,26 +43,51 @@ struct Removal {
 #[derive(Clone)]
 pub(super) struct Remover {
     batcher: Batcher<Removal>,
+    /// Removals asked for and not answered yet.
+    removing: Arc<AtomicUsize>,
 }
 
 impl Remover {
-    /// Starts the batcher.
-    pub(super) fn start(broker: RedisLink) -> Remover {
-        Remover { batcher: Batcher::start(QUEUE, |removals| run(broker, removals)) }
+    /// Starts the batcher. `waiting()` tells how many of this sidecar's tasks wait for
+    /// their results now: each may still be in a queue, older than a task to remove.
+    pub(super) fn start(broker: RedisLink, waiting: impl Fn() -> usize + Send + 'static) -> Remover {
+        let removing = Arc::new(AtomicUsize::new(0));
+        let in_flight = {
+            let removing = Arc::clone(&removing);
+            move || waiting() + removing.load(Ordering::Relaxed)
+        };
+        Remover { batcher: Batcher::start(QUEUE, |removals| run(broker, removals, in_flight)), removing }
     }
 
     /// Hands the message to the batcher and waits for its batch: whether it was found and
     /// taken out.
     pub(super) async fn remove(&self, list_key: &str, envelope: &str) -> Result<bool, BrokerError> {
+        let _counted = Counted::new(&self.removing);
         let removal = |reply| Removal { list_key: list_key.to_owned(), envelope: envelope.to_owned(), reply };
         self.batcher.ask(removal, || stopped(BROKER, format!("LPOS {list_key:?}"), "removing")).await
     }
 }
 
-async fn run(broker: RedisLink, mut removals: mpsc::Receiver<Removal>) {
+/// One removal counted in flight while it lives, even if its caller stops waiting.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn run(broker: RedisLink, mut removals: mpsc::Receiver<Removal>, in_flight: impl Fn() -> usize) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while removals.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let answers = remove_batch(&broker, &batch).await;
+        let answers = remove_batch(&broker, &batch, REMOVE_SCAN + in_flight()).await;
         for (removal, answer) in batch.drain(..).zip(answers) {
             // The caller may have stopped waiting; the removal was done all the same.
             let _ = removal.reply.send(answer);
@@ -57,27 +95,22 @@ async fn run(broker: RedisLink, mut removals: mpsc::Receiver<Removal>) {
     }
 }
 
-/// Looks for every message of `batch` at the tail of its list, then at the head for those
-/// not found there, and takes out those found; one answer per removal, in order.
-///
-/// Each search reaches [`REMOVE_SCAN`] messages past the batch's own: a batch's tasks were
-/// given up together, so they lie together at one end, and each search must see past the
-/// others (searched against the same list, before any is taken out).
-async fn remove_batch(broker: &RedisLink, batch: &[Removal]) -> Vec<Result<bool, BrokerError>> {
+/// Looks for every message of `batch` among the `reach` messages at the tail of its list,
+/// then at the head for those not found there, and takes out those found; one answer per
+/// removal, in order.
+async fn remove_batch(broker: &RedisLink, batch: &[Removal], reach: usize) -> Vec<Result<bool, BrokerError>> {
     let mut broker = broker.clone();
-    let reach: Vec<usize> =
-        batch.iter().map(|r| REMOVE_SCAN + batch.iter().filter(|other| other.list_key == r.list_key).count()).collect();
     // From the tail first, as workers take from there and a task given up at its deadline
     // is found there; a second look at the head only for those that are not.
-    let tail = pipeline(batch.iter().zip(&reach).map(|(removal, reach)| lpos(removal, -1, *reach)));
+    let tail = pipeline(batch.iter().map(|removal| lpos(removal, -1, reach)));
     let at_tail = match query(&mut broker, &tail, batch.len(), "LPOS").await {
         Ok(found) => found,
         Err(error) => return failed(batch, "LPOS", &error),
     };
     // The tail's finds taken out, and the others looked for at the head, in one round trip.
-    let second = pipeline(batch.iter().zip(&reach).zip(&at_tail).map(|((removal, reach), found)| match found {
+    let second = pipeline(batch.iter().zip(&at_tail).map(|(removal, found)| match found {
         Some(_) => lrem(removal, -1),
-        None => lpos(removal, 1, *reach),
+        None => lpos(removal, 1, reach),
     }));
     let answers = match query(&mut broker, &second, batch.len(), "LREM").await {
         Ok(answers) => answers,

@@ -208,6 +208,11 @@ impl Hub {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many waiters are registered: tasks pushed, or about to be, and waited for.
+    pub(super) fn waiting(&self) -> usize {
+        self.lock().waiters.len()
+    }
+
     /// A new task id, random, whose results the pattern subscription receives.
     pub(super) fn new_task_id(&self) -> String {
         task_id_starting(self.id_prefix)
