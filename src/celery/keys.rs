@@ -41,18 +41,18 @@ impl Keys {
 
     /// `GET key`, with the other commands asked for at the same moment.
     pub(super) async fn get(&self, key: String) -> Result<Option<Vec<u8>>, BrokerError> {
-        let action = format!("GET {key:?}");
-        self.batcher
-            .ask(|reply| Request { key, op: Op::Get(reply) }, || stopped(RESULT_BACKEND, action.clone(), "result-key"))
-            .await
+        // The error's text is written only if it is needed: formatting it for every key
+        // cost more than the rest of the request.
+        let shown = key.clone();
+        let gone = || stopped(RESULT_BACKEND, format!("GET {shown:?}"), "result-key");
+        self.batcher.ask(|reply| Request { key, op: Op::Get(reply) }, gone).await
     }
 
     /// `DEL key`, with the other commands asked for at the same moment; whether it existed.
     pub(super) async fn delete(&self, key: String) -> Result<bool, BrokerError> {
-        let action = format!("DEL {key:?}");
-        self.batcher
-            .ask(|reply| Request { key, op: Op::Del(reply) }, || stopped(RESULT_BACKEND, action.clone(), "result-key"))
-            .await
+        let shown = key.clone();
+        let gone = || stopped(RESULT_BACKEND, format!("DEL {shown:?}"), "result-key");
+        self.batcher.ask(|reply| Request { key, op: Op::Del(reply) }, gone).await
     }
 }
 
